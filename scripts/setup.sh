@@ -6,10 +6,10 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# Debian packages. python3-venv/-dev and build-essential build the Cython
+# Debian packages. ca-certificates lets pip reach PyPI over TLS; python3-venv/-dev and build-essential build the Cython
 # extensions; GStreamer is the independent RTP depacketizer/decoder the tests
 # check our packetizers against.
-APT_PACKAGES="python3 python3-venv python3-dev build-essential
+APT_PACKAGES="ca-certificates python3 python3-venv python3-dev build-essential
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-libav"
 

@@ -1,0 +1,1 @@
+from rpistream._ring import Frame as Frame, FrameRing as FrameRing
