@@ -1,17 +1,27 @@
 #!/bin/sh
 # Set up everything rpistream needs on Debian 12, from nothing: the Debian
 # packages (as root, or through sudo), a virtualenv in .venv, and rpistream
-# itself with its compiled extensions. Safe to run again; it only adds what is
-# missing.
+# itself with its compiled extensions. `--test` adds what the test suite
+# needs. Safe to run again; it only adds what is missing.
 set -eu
 cd "$(dirname "$0")/.."
 
-# Debian packages. ca-certificates lets pip reach PyPI over TLS; python3-venv/-dev and build-essential build the Cython
-# extensions; GStreamer is the independent RTP depacketizer/decoder the tests
-# check our packetizers against.
-APT_PACKAGES="ca-certificates python3 python3-venv python3-dev build-essential
-  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-libav"
+# To build and run: ca-certificates lets pip reach PyPI over TLS;
+# python3-venv/-dev and build-essential build the Cython extensions.
+APT_PACKAGES="ca-certificates python3 python3-venv python3-dev build-essential"
+# To test: GStreamer is an independent RTP depacketizer and decoder (-good,
+# -libav) and an independent WebRTC client (webrtcbin in -bad, libnice ICE,
+# driven from Debian's python3 through gi); Chromium is the real browser the
+# end-to-end tests drive with Playwright; node runs the block-code reader.
+TEST_PACKAGES="gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-nice python3-gi
+  gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0
+  chromium fonts-dejavu-core nodejs"
+EXTRAS=""
+if [ "${1:-}" = "--test" ]; then
+    APT_PACKAGES="$APT_PACKAGES $TEST_PACKAGES"
+    EXTRAS="[test]"
+fi
 
 missing=""
 for pkg in $APT_PACKAGES; do
@@ -33,4 +43,4 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # Editable install: builds the extensions into rpistream/ so the tests and the
 # server run the checkout as it is. A failed compile stops here.
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e ".$EXTRAS"

@@ -1,5 +1,7 @@
 import importlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +25,14 @@ def load_twin(name: str, which: str):
 def ring_impl(request):
     """The compiled FrameRing module, then its pure-Python twin."""
     return load_twin("_ring", request.param)
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """picamera2's stand-in (tests/picamera2_standin/) on sys.path for this test only."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "picamera2_standin"))
+    import picamera2.picamera2 as camera_module
+    monkeypatch.setattr(camera_module, "STANDIN_CAMERAS", list(camera_module.STANDIN_CAMERAS))
+    yield camera_module
+    for name in [n for n in sys.modules if n.split(".")[0] in ("picamera2", "libcamera")]:
+        del sys.modules[name]

@@ -1,0 +1,173 @@
+"""The file source: replays an Annex-B .h264 or an .ivf (VP8) file, looped.
+
+The file is memory-mapped and indexed once at construction (so a bad file is
+a ValueError before anything starts); frames are then pushed at the file's
+own pace: IVF frame timestamps, or the configured fps for raw H.264, which
+has none. Each loop starts on the file's first keyframe and continues the pts
+where the previous loop ended, so the stream downstream never goes back in time.
+
+A file cannot make keyframes on demand: request_keyframe() is ignored, and a
+viewer that needs one waits for the file's next.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import time
+from dataclasses import dataclass
+
+import av
+
+from rpistream.sources import h264, ivf
+from rpistream.sources.base import PTS_HZ, Source
+
+log = logging.getLogger("rpistream.sources")
+
+EXTENSIONS = {".h264": "h264", ".264": "h264", ".ivf": "vp8"}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    start: int
+    end: int
+    pts: int  # 90 kHz, from the loop's first frame
+    keyframe: bool
+
+
+class FileSource(Source):
+    """Replays `path`, in a loop unless `loop` is false; `fps` paces raw H.264 only."""
+
+    def __init__(self, ring, *, path: str, codec: str, fps: float, loop: bool = True):
+        self.path = path
+        self.loop = loop
+        extension = os.path.splitext(path)[1].lower()
+        if extension not in EXTENSIONS:
+            raise ValueError(f"file source path {path!r} has extension {extension!r}: "
+                             f"use one of {', '.join(EXTENSIONS)} (Annex-B H.264 or IVF VP8)")
+        file_codec = EXTENSIONS[extension]
+        if codec != file_codec:
+            raise ValueError(f"file {path!r} holds {file_codec} but the configured codec is "
+                             f"{codec!r}: set codec = \"{file_codec}\"")
+        self._map = _map_file(path)
+        try:
+            if file_codec == "h264":
+                entries, loop_pts, width, height, sps = _index_h264(self._map, path, fps)
+            else:
+                entries, loop_pts, width, height, fps = _index_ivf(self._map, path)
+                sps = None
+        except BaseException:
+            self._map.close()
+            raise
+        super().__init__(ring, name=f"file:{os.path.basename(path)}", codec=codec,
+                         width=width, height=height, fps=fps)
+        if sps is not None:
+            self.profile_level_id = h264.profile_level_id_from_sps(sps)
+        self._entries = entries
+        self._loop_pts = loop_pts
+
+    def request_keyframe(self) -> None:
+        log.debug("source %s: a file cannot make keyframes; the next one in the file "
+                  "will serve", self.name)
+
+    def _run(self) -> None:
+        try:
+            self._replay()
+        finally:
+            self._map.close()
+
+    def _replay(self) -> None:
+        origin_ns = time.monotonic_ns()
+        frame_ns = 1e9 / self.fps
+        lap = 0
+        while True:
+            for entry in self._entries:
+                pts = lap * self._loop_pts + entry.pts
+                due_ns = origin_ns + round(pts * 1e9 / PTS_HZ)
+                now_ns = time.monotonic_ns()
+                if now_ns < due_ns:
+                    if self._stopping.wait((due_ns - now_ns) / 1e9):
+                        return
+                elif now_ns - due_ns >= frame_ns:
+                    # Behind: frames depend on each other, so none may be
+                    # skipped; move the schedule instead of bursting to catch up.
+                    origin_ns += now_ns - due_ns
+                if self._stopping.is_set():
+                    return
+                self._push(self._map[entry.start:entry.end], time.monotonic_ns(), pts,
+                           entry.keyframe)
+            if not self.loop:
+                log.info("source %s: end of file", self.name)
+                return
+            lap += 1
+
+
+def _map_file(path: str) -> mmap.mmap:
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise ValueError(f"file source path {path!r} is empty")
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise ValueError(f"cannot read file source path {path!r}: {exc.strerror}") from exc
+
+
+def _from_first_keyframe(units, path):
+    """The units from the first keyframe on: every loop must start on one."""
+    first = next((i for i, unit in enumerate(units) if unit[2]), None)
+    if first is None:
+        raise ValueError(f"file {path!r} has no keyframe, so no viewer could ever "
+                         f"decode it: record it with keyframes (e.g. an encoder GOP)")
+    return units[first:]
+
+
+def _index_h264(data, path: str, fps: float):
+    units = h264.access_units(data)
+    if not units:
+        raise ValueError(f"file {path!r} is not an Annex-B H.264 stream: "
+                         f"no start codes found")
+    units = _from_first_keyframe(units, path)
+    first = data[units[0][0]:units[0][1]]
+    sps = h264.find_sps(first)
+    if sps is None:
+        raise ValueError(f"file {path!r}: its first keyframe has no SPS, so a viewer "
+                         f"cannot start decoding; record with SPS/PPS before every IDR")
+    decoder = av.CodecContext.create("h264", "r")
+    try:
+        pictures = decoder.decode(av.Packet(first))
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"file {path!r}: its first keyframe does not decode as "
+                         f"H.264: {exc}") from exc
+    if not pictures:
+        pictures = decoder.decode(None)
+    if not pictures:
+        raise ValueError(f"file {path!r}: its first keyframe does not decode as H.264")
+    frame_pts = PTS_HZ / fps
+    entries = [_Entry(start, end, round(i * frame_pts), key)
+               for i, (start, end, key) in enumerate(units)]
+    return entries, round(len(entries) * frame_pts), pictures[0].width, pictures[0].height, sps
+
+
+def _index_ivf(data, path: str):
+    try:
+        index = ivf.index(data)
+    except ValueError as exc:
+        raise ValueError(f"file {path!r}: {exc}") from exc
+    if index.fourcc != ivf.VP8_FOURCC:
+        raise ValueError(f"file {path!r} holds {index.fourcc.decode(errors='replace')!r}, "
+                         f"not VP8 ({ivf.VP8_FOURCC.decode()}): only VP8 is supported")
+    units = [(f.offset, f.offset + f.size, f.keyframe, f.pts) for f in index.frames]
+    units = _from_first_keyframe(units, path)
+    first_pts = units[0][3]
+    ticks = PTS_HZ * index.time_base
+    entries = [_Entry(start, end, round((pts - first_pts) * ticks), key)
+               for start, end, key, pts in units]
+    if len(entries) > 1:
+        interval = entries[-1].pts / (len(entries) - 1)
+    else:
+        interval = float(ticks)  # one frame: one time-base unit long
+    if interval <= 0:
+        raise ValueError(f"file {path!r}: frame timestamps do not increase")
+    fps = PTS_HZ / interval
+    return entries, round(entries[-1].pts + interval), index.width, index.height, fps

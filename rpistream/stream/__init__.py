@@ -1,0 +1,1 @@
+"""Fan-out: one Broadcaster per camera, one Viewer per peer."""

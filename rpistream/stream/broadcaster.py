@@ -1,0 +1,131 @@
+"""One camera's fan-out: drain its ring, packetize each frame once, hand the batch to every viewer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+
+logger = logging.getLogger("rpistream.broadcaster")
+
+RTP_CLOCK_RATE = 90_000  # RFC 6184 §5.1 / RFC 7741 §4.1: video timestamps are 90 kHz
+# RFC 3550 §6.2 scales the report interval with the session size; a sender
+# with few receivers reports about every second, as libwebrtc's video does.
+REPORT_INTERVAL = 1.0
+
+
+class Broadcaster:
+    """Owns the consumer side of one camera's FrameRing and its viewers.
+
+    Everything runs on the event loop: the ring's eventfd wakes `_drain`, which
+    packetizes each frame once and offers the same immutable batch to every
+    viewer. A one-second timer sends sender reports and disconnects viewers
+    that stayed behind too long: no task per viewer.
+    """
+
+    def __init__(self, name: str, ring, source, packetizer, *, keyframe_min_interval: float):
+        self.name = name
+        self.ring = ring
+        self.source = source
+        self.packetizer = packetizer
+        self.viewers: dict[str, object] = {}
+        self._keyframe_min_interval = keyframe_min_interval
+        self._last_keyframe_request = -keyframe_min_interval
+        # RFC 3550 §5.1: the timestamp starts at a random value. One origin per
+        # camera, shared by all its viewers (FEC parity XORs timestamps).
+        self._timestamp_origin = secrets.randbits(32)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.frames = 0
+        self.keyframes = 0
+        self.bytes_in = 0
+        self.keyframe_requests = 0
+        self.keyframe_requests_suppressed = 0
+        self.last_frame_time: float | None = None
+
+    def rtp_timestamp(self, monotonic_ns: int) -> int:
+        return (self._timestamp_origin + monotonic_ns * RTP_CLOCK_RATE // 1_000_000_000) & 0xFFFFFFFF
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.ring.fileno(), self._drain)
+        self._timer = self._loop.call_later(REPORT_INTERVAL, self._tick)
+
+    def stop(self) -> None:
+        """Stop reading frames and close every viewer. The source is the owner's to stop."""
+        if self._loop is not None:
+            self._loop.remove_reader(self.ring.fileno())
+            self._loop = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for viewer in list(self.viewers.values()):
+            viewer.close("server shutting down")
+        self.viewers.clear()
+
+    # --- frames -----------------------------------------------------------------
+
+    def _drain(self) -> None:
+        ring = self.ring
+        while (frame := ring.pop()) is not None:
+            try:
+                batch = self.packetizer.packetize(
+                    frame.data, self.rtp_timestamp(frame.capture_ns), frame.keyframe)
+                self.bytes_in += len(frame.data)
+            except ValueError as exc:
+                logger.warning("camera %s: dropped a frame the packetizer refused: %s",
+                               self.name, exc)
+                continue
+            finally:
+                ring.release()
+            self.frames += 1
+            self.keyframes += batch.keyframe
+            self.last_frame_time = time.monotonic()
+            for viewer in list(self.viewers.values()):
+                viewer.offer(batch)
+
+    # --- viewers ------------------------------------------------------------------
+
+    def add_viewer(self, viewer) -> None:
+        self.viewers[viewer.session_id] = viewer
+        viewer.request_keyframe("new viewer")
+
+    def remove_viewer(self, session_id: str) -> None:
+        self.viewers.pop(session_id, None)
+
+    def request_keyframe(self, reason: str) -> bool:
+        """Ask the source for a keyframe, at most once per `keyframe_min_interval`
+        across all viewers: one keyframe serves every viewer that waits for it."""
+        now = time.monotonic()
+        if now - self._last_keyframe_request < self._keyframe_min_interval:
+            self.keyframe_requests_suppressed += 1
+            return False
+        self._last_keyframe_request = now
+        self.keyframe_requests += 1
+        logger.debug("camera %s: keyframe requested (%s)", self.name, reason)
+        self.source.request_keyframe()
+        return True
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        rtp_now = self.rtp_timestamp(time.monotonic_ns())
+        for viewer in list(self.viewers.values()):
+            viewer.send_report(rtp_now)
+            viewer.check(now)
+        if self._loop is not None:
+            self._timer = self._loop.call_later(REPORT_INTERVAL, self._tick)
+
+    def stats(self) -> dict:
+        ring = self.ring
+        return {
+            "frames": self.frames,
+            "keyframes": self.keyframes,
+            "bytes_in": self.bytes_in,
+            "keyframe_requests": self.keyframe_requests,
+            "keyframe_requests_suppressed": self.keyframe_requests_suppressed,
+            "viewers": len(self.viewers),
+            "ring": {"capacity": ring.capacity, "used": ring.used, "pushed": ring.pushed,
+                     "dropped": ring.dropped, "skipped": ring.skipped,
+                     "high_water": ring.high_water},
+        }

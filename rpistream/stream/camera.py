@@ -1,0 +1,98 @@
+"""A configured camera: its source, its ring, its packetizer and broadcaster, owned together."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from rpistream.ring import FrameRing
+from rpistream.rtp import H264Packetizer, Vp8Packetizer
+from rpistream.sources import create_source
+from rpistream.stream.broadcaster import Broadcaster
+from rpistream.webrtc import aiortc_internals
+
+# libwebrtc's default largest RTP packet: with SRTP's tag, UDP and IPv6 headers
+# it stays under the 1280-byte IPv6 minimum MTU, so no path fragments it.
+MTU = 1200
+# One-byte header-extension elements per packet: mid (RFC 8843, 1 + up to 7
+# bytes; browsers use "0", "1", ...) and abs-send-time (1 + 3 bytes).
+EXT_ROOM = 12
+# The ring sits between the camera thread and the event loop. 4 MiB holds about
+# 8 s of 4 Mbit/s video, or a dozen 1080p keyframes, so only a stalled event
+# loop fills it (then frames drop and the ring waits for a keyframe) — and a
+# frame up to 2 MiB (half the ring) always fits. Faster cameras get 1 s of video.
+MIN_RING_BYTES = 4 * 1024 * 1024
+# How long a source may take to deliver its first frame (a Pi camera and its
+# hardware encoder start in about a second).
+FIRST_FRAME_TIMEOUT = 15.0
+
+
+class CameraError(RuntimeError):
+    """A camera could not start; the message says why."""
+
+
+def ring_bytes(bitrate: int) -> int:
+    return max(MIN_RING_BYTES, (bitrate // 8 + 7) & ~7)
+
+
+class Camera:
+    def __init__(self, config, *, keyframe_min_interval: float):
+        self.name = config.name
+        self.config = config
+        self.ring = FrameRing(ring_bytes(config.bitrate))
+        options = dataclasses.asdict(config.options) if config.options is not None else {}
+        self.source = create_source(
+            config.source, self.ring, codec=config.codec, width=config.width,
+            height=config.height, fps=config.fps, bitrate=config.bitrate,
+            keyframe_interval=config.keyframe_interval, options=options)
+        packetizer_class = H264Packetizer if config.codec == "h264" else Vp8Packetizer
+        self.packetizer = packetizer_class(mtu=MTU, ext_room=EXT_ROOM)
+        self.broadcaster = Broadcaster(self.name, self.ring, self.source, self.packetizer,
+                                       keyframe_min_interval=keyframe_min_interval)
+        self.codec: RTCRtpCodecParameters | None = None
+
+    @property
+    def ext_room(self) -> int:
+        return self.packetizer.ext_room
+
+    @property
+    def rtp_header_size(self) -> int:
+        return 12 + (4 + self.packetizer.ext_room if self.packetizer.ext_room else 0)
+
+    async def start(self) -> None:
+        """Start the source and wait for its first frame: only then is the
+        H.264 profile known, which the SDP answer must carry."""
+        self.source.start()
+        ready = await asyncio.get_running_loop().run_in_executor(
+            None, self.source.wait_ready, FIRST_FRAME_TIMEOUT)
+        if not ready:
+            self.source.stop()
+            raise CameraError(f"camera {self.name}: "
+                              f"{self.source.error or 'no frame within %g s' % FIRST_FRAME_TIMEOUT}")
+        if self.config.codec == "h264":
+            parameters = {"level-asymmetry-allowed": "1", "packetization-mode": "1",
+                          "profile-level-id": self.source.profile_level_id}
+            self.codec = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000,
+                                               parameters=parameters)
+        else:
+            self.codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000)
+        aiortc_internals.register_video_codec(self.codec.mimeType, self.codec.parameters)
+        self.broadcaster.start()
+
+    def stop(self) -> None:
+        self.broadcaster.stop()
+        self.source.stop()
+        self.ring.close()
+
+    def info(self) -> dict:
+        config = self.config
+        return {
+            "name": self.name, "source": config.source, "codec": config.codec,
+            "width": config.width, "height": config.height, "fps": config.fps,
+            "bitrate": config.bitrate, "whep": f"/cameras/{self.name}/whep",
+            "viewers": len(self.broadcaster.viewers),
+            "error": self.source.error,
+            "profile_level_id": self.source.profile_level_id,
+        }

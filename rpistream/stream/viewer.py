@@ -1,0 +1,312 @@
+"""One peer watching one camera: per-viewer RTP writing, NACK/RTX, RTCP, slow-viewer policy."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiortc import clock
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
+
+from rpistream.stream.history import PacketHistory
+
+logger = logging.getLogger("rpistream.viewer")
+
+# 1024 packets: about 2.5 s at 4 Mbit/s (~400 packets/s), longer than any
+# round trip worth repairing by retransmission. A power of two, so slots stay
+# in order across the 16-bit sequence number wrap.
+HISTORY_PACKETS = 1024
+# RFC 8285 §4.2 one-byte element header: ID in the high nibble, length - 1 low.
+ABS_SEND_TIME_ELEMENT_SIZE = 4
+MAX_MID_ELEMENT = 16
+SDES_CNAME = 1  # RFC 3550 §6.5.1
+
+
+@dataclass(frozen=True)
+class ViewerParameters:
+    """What the answer negotiated for this viewer's video stream."""
+
+    payload_type: int
+    ssrc: int
+    rtx_payload_type: int | None
+    rtx_ssrc: int
+    mid: str | None
+    mid_extension_id: int | None
+    abs_send_time_extension_id: int | None
+    cname: str
+
+
+def random_sequence_start() -> int:
+    """A sequence number in the lower half of the range, as libwebrtc and aiortc
+    do: an early wrap-around can upset SRTP's rollover counter estimate."""
+    return secrets.randbelow(32768)
+
+
+class Viewer:
+    """Sends a camera's packet batches to one peer, patching only its header.
+
+    Frames wait in a queue of at most `queue_frames` batches while the
+    socket is backed up; when the queue is full the viewer drops it all and
+    skips to the next keyframe (and asks for one), because a late frame is
+    worth less than a fresh one. A viewer that stays behind for
+    `slow_timeout` seconds is disconnected.
+    """
+
+    def __init__(self, session_id: str, params: ViewerParameters, *,
+                 send: Callable[[bytes], int], header_size: int, ext_room: int,
+                 request_keyframe: Callable[[str], None],
+                 disconnect: Callable[[str], None],
+                 queue_frames: int, slow_timeout: float, answer_nacks: bool = True):
+        self.session_id = session_id
+        self.params = params
+        self._send = send
+        self._header_size = header_size
+        self._request_keyframe = request_keyframe
+        self._disconnect = disconnect
+        self._queue: deque = deque()
+        self._queue_frames = queue_frames
+        self._slow_timeout = slow_timeout
+        self._answer_nacks = answer_nacks
+        self._next_index = 0  # first unsent packet of the frame at the head of the queue
+        self._history = PacketHistory(HISTORY_PACKETS)
+        self._seq = random_sequence_start()
+        self._rtx_seq = random_sequence_start()
+        self._mid_element = self._mid_element_for(params, ext_room)
+        self._waiting_for_keyframe = True
+        self._behind_since: float | None = None
+        self._closed = False
+        self.connected_since = time.time()
+        # Counters for stats and sender reports.
+        self.packets_sent = 0
+        self.octets_sent = 0  # RFC 3550 §6.4.1: payload octets, no headers
+        self.bytes_on_wire = 0
+        self.frames_sent = 0
+        self.frames_skipped = 0
+        self.skips_to_keyframe = 0
+        self.nacks_received = 0
+        self.packets_retransmitted = 0
+        self.keyframe_requests = 0
+        # From the viewer's RTCP.
+        self.fraction_lost = 0.0
+        self.packets_lost = 0
+        self.jitter = 0
+        self.rtt: float | None = None
+        self.remb_bitrate: int | None = None
+        self.last_rtcp: float | None = None
+        self._last_sr_ntp: int | None = None
+        self._last_sr_time = 0.0
+
+    @staticmethod
+    def _mid_element_for(params: ViewerParameters, ext_room: int) -> bytes:
+        """RFC 8843 §15: the mid as a one-byte-header element, if it fits the room."""
+        if params.mid_extension_id is None or not params.mid:
+            return b""
+        mid = params.mid.encode()
+        abs_size = ABS_SEND_TIME_ELEMENT_SIZE if params.abs_send_time_extension_id else 0
+        if len(mid) > MAX_MID_ELEMENT or 1 + len(mid) + abs_size > ext_room:
+            return b""  # the SSRC in the answer identifies the stream just as well
+        return bytes([params.mid_extension_id << 4 | (len(mid) - 1)]) + mid
+
+    def _extensions(self) -> bytes:
+        """Header-extension elements for the packets sent now."""
+        abs_id = self.params.abs_send_time_extension_id
+        if abs_id is None:
+            return self._mid_element
+        # abs-send-time: 24-bit 6.18 fixed-point seconds, the NTP time >> 14.
+        value = (clock.current_ntp_time() >> 14) & 0xFFFFFF
+        return self._mid_element + bytes([abs_id << 4 | 2]) + value.to_bytes(3, "big")
+
+    # --- frames in ----------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def state(self) -> str:
+        if self._closed:
+            return "closed"
+        if self._waiting_for_keyframe:
+            return "waiting-for-keyframe"
+        return "behind" if self._behind_since is not None else "streaming"
+
+    def offer(self, batch) -> None:
+        """Take the camera's next frame: queue it and send what the socket takes."""
+        if self._closed:
+            return
+        if self._waiting_for_keyframe:
+            if not batch.keyframe:
+                self.frames_skipped += 1
+                return
+            self._waiting_for_keyframe = False
+        elif len(self._queue) >= self._queue_frames:
+            self._skip_to_keyframe()
+            if not batch.keyframe:
+                self.frames_skipped += 1
+                return
+            self._waiting_for_keyframe = False
+        self._queue.append(batch)
+        self.flush()
+
+    def _skip_to_keyframe(self) -> None:
+        self.frames_skipped += len(self._queue)
+        self.skips_to_keyframe += 1
+        self._queue.clear()
+        self._next_index = 0
+        self._waiting_for_keyframe = True
+        if self._behind_since is None:
+            self._behind_since = time.monotonic()
+        self.request_keyframe("fell behind")
+
+    def flush(self) -> None:
+        """Send queued packets until the queue is empty or the socket backs up."""
+        ext = self._extensions()
+        params = self.params
+        while self._queue:
+            batch = self._queue[0]
+            for index in range(self._next_index, len(batch)):
+                packet = batch.write(index, params.payload_type, params.ssrc, self._seq, ext)
+                sent = self._send(packet)
+                if not sent:
+                    self._next_index = index
+                    if self._behind_since is None:
+                        self._behind_since = time.monotonic()
+                    return
+                self._history.store(self._seq, batch, index)
+                self._seq = (self._seq + 1) & 0xFFFF
+                self.packets_sent += 1
+                self.octets_sent += len(packet) - self._header_size
+                self.bytes_on_wire += sent
+            self._queue.popleft()
+            self._next_index = 0
+            self.frames_sent += 1
+        self._behind_since = None
+
+    def request_keyframe(self, reason: str) -> None:
+        self.keyframe_requests += 1
+        self._request_keyframe(reason)
+
+    def check(self, now: float) -> None:
+        """Disconnect a viewer that has been behind too long."""
+        if self._behind_since is not None and now - self._behind_since > self._slow_timeout:
+            self.close(f"behind for more than {self._slow_timeout:g} s "
+                       f"({self.frames_skipped} frames skipped)")
+
+    def close(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.clear()
+        self._history.clear()
+        logger.info("viewer %s disconnected: %s", self.session_id, reason)
+        self._disconnect(reason)
+
+    # --- RTCP -------------------------------------------------------------------
+
+    def send_report(self, rtp_timestamp: int) -> None:
+        """RFC 3550 §6.4.1 sender report with true counts, and the SDES CNAME
+        that §6.1 requires in every compound packet."""
+        if self._closed:
+            return
+        ntp = clock.current_ntp_time()
+        report = RtcpSrPacket(ssrc=self.params.ssrc, sender_info=RtcpSenderInfo(
+            ntp_timestamp=ntp, rtp_timestamp=rtp_timestamp,
+            packet_count=self.packets_sent & 0xFFFFFFFF,
+            octet_count=self.octets_sent & 0xFFFFFFFF))
+        sdes = RtcpSdesPacket(chunks=[RtcpSourceInfo(
+            ssrc=self.params.ssrc, items=[(SDES_CNAME, self.params.cname.encode())])])
+        if self._send(bytes(report) + bytes(sdes)):
+            # RFC 3550 §6.4.1: LSR is the middle 32 bits of the NTP timestamp.
+            self._last_sr_ntp = (ntp >> 16) & 0xFFFFFFFF
+            self._last_sr_time = time.time()
+
+    async def _handle_rtcp_packet(self, packet) -> None:
+        """Called by aiortc's RTCP router for packets about our SSRC."""
+        if self._closed:
+            return
+        self.last_rtcp = time.monotonic()
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == self.params.ssrc:
+                    self._receiver_report(report)
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            self._nack(packet.lost)
+        elif isinstance(packet, RtcpPsfbPacket):
+            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                self.request_keyframe("PLI" if packet.fmt == RTCP_PSFB_PLI else "FIR")
+            elif packet.fmt == RTCP_PSFB_APP:
+                try:
+                    self.remb_bitrate = unpack_remb_fci(packet.fci)[0]
+                except ValueError:
+                    pass  # an APP feedback message that is not REMB
+
+    def _receiver_report(self, report) -> None:
+        self.fraction_lost = report.fraction_lost / 256  # RFC 3550 §6.4.1: 8-bit fixed point
+        self.packets_lost = report.packets_lost
+        self.jitter = report.jitter
+        if report.lsr and report.lsr == self._last_sr_ntp:
+            # RFC 3550 §6.4.1: RTT = arrival - LSR - DLSR (DLSR in 1/65536 s).
+            self.rtt = max(0.0, time.time() - self._last_sr_time - report.dlsr / 65536)
+
+    def _nack(self, lost: list[int]) -> None:
+        """RFC 4585 §6.2.1 generic NACK: resend what the history still holds,
+        as RFC 4588 RTX when negotiated, else the original packet again."""
+        self.nacks_received += len(lost)
+        if not self._answer_nacks:
+            return
+        ext = self._extensions()
+        params = self.params
+        for seq in lost:
+            found = self._history.lookup(seq)
+            if found is None:
+                continue
+            batch, index = found
+            if params.rtx_payload_type is not None:
+                packet = batch.write_rtx(index, params.rtx_payload_type, params.rtx_ssrc,
+                                         self._rtx_seq, seq, ext)
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            else:
+                packet = batch.write(index, params.payload_type, params.ssrc, seq, ext)
+            sent = self._send(packet)
+            if sent:
+                self.packets_retransmitted += 1
+                self.bytes_on_wire += sent
+
+    def stats(self) -> dict:
+        return {
+            "session": self.session_id,
+            "state": self.state,
+            "payload_type": self.params.payload_type,
+            "queue_depth": len(self._queue),
+            "packets_sent": self.packets_sent,
+            "bytes_sent": self.bytes_on_wire,
+            "frames_sent": self.frames_sent,
+            "frames_skipped": self.frames_skipped,
+            "skips_to_keyframe": self.skips_to_keyframe,
+            "nacks_received": self.nacks_received,
+            "packets_retransmitted": self.packets_retransmitted,
+            "keyframe_requests": self.keyframe_requests,
+            "fraction_lost": self.fraction_lost,
+            "packets_lost": self.packets_lost,
+            "jitter": self.jitter,
+            "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
+            "remb_bitrate": self.remb_bitrate,
+            "connected_since": self.connected_since,
+        }

@@ -1,0 +1,173 @@
+"""HTTP: WHEP per camera, the viewer page, a JSON API and health."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from rpistream.webrtc.session import OfferError
+from rpistream.webrtc.sessions import SessionRegistry, ViewerLimitReached
+
+logger = logging.getLogger("rpistream.web")
+
+STATIC = Path(__file__).parent / "static"
+SDP = "application/sdp"
+TRICKLE = "application/trickle-ice-sdpfrag"  # RFC 8840 §9.1
+# How long a client told "too many viewers" should wait before trying again.
+RETRY_AFTER_SECONDS = 10
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
+    "Access-Control-Expose-Headers": "Location, Link, ETag",
+}
+CAMERAS = web.AppKey("cameras", dict)
+SESSIONS = web.AppKey("sessions", SessionRegistry)
+ICE_SERVERS = web.AppKey("ice_servers", list)
+
+
+def error(status: type[web.HTTPException], message: str, **kwargs) -> web.HTTPException:
+    return status(text=message + "\n", content_type="text/plain", **kwargs)
+
+
+@web.middleware
+async def errors_and_cors(request: web.Request, handler):
+    """Every answer carries CORS headers (WHEP players on other origins); an
+    unexpected failure is logged here and answered 500 without a traceback."""
+    cors = request.path.startswith(("/cameras/", "/api/"))
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if cors:
+            exc.headers.update(CORS_HEADERS)
+        raise
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path)
+        response = web.Response(status=500, text="internal error; the server log has details\n")
+    if cors:
+        response.headers.update(CORS_HEADERS)
+    return response
+
+
+def camera_or_404(request: web.Request):
+    name = request.match_info["camera"]
+    camera = request.app[CAMERAS].get(name)
+    if camera is None:
+        known = ", ".join(request.app[CAMERAS]) or "none"
+        raise error(web.HTTPNotFound, f"no camera named {name!r}; cameras: {known}")
+    return camera
+
+
+def session_or_404(request: web.Request):
+    camera = camera_or_404(request)
+    session = request.app[SESSIONS].get(camera.name, request.match_info["session"])
+    if session is None:
+        raise error(web.HTTPNotFound, "no such WHEP session: it ended or never existed")
+    return session
+
+
+async def body_text(request: web.Request, content_type: str) -> str:
+    if request.content_type != content_type:
+        raise error(web.HTTPUnsupportedMediaType,
+                    f"Content-Type must be {content_type}, not {request.content_type or 'none'}")
+    try:
+        return (await request.read()).decode("utf-8")  # aiohttp answers 413 past client_max_size
+    except UnicodeDecodeError:
+        raise error(web.HTTPBadRequest, "the body is not UTF-8 text") from None
+
+
+async def whep_post(request: web.Request) -> web.Response:
+    """WHEP: offer in, answer out, with the session's URL in Location."""
+    camera = camera_or_404(request)
+    offer = await body_text(request, SDP)
+    sessions = request.app[SESSIONS]
+    try:
+        session = sessions.create(camera)
+    except ViewerLimitReached as exc:
+        raise error(web.HTTPServiceUnavailable, f"{exc}; try again later",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+    try:
+        answer = await session.answer(offer)
+    except OfferError as exc:
+        await session.close("offer refused")
+        raise error(web.HTTPBadRequest, str(exc)) from None
+    except BaseException:
+        await session.close("negotiation failed")
+        raise
+    location = f"/cameras/{camera.name}/whep/{session.id}"
+    links = [f'<{url}>; rel="ice-server"' for server in request.app[ICE_SERVERS]
+             for url in ([server["urls"]] if isinstance(server["urls"], str) else server["urls"])]
+    headers = {"Location": location}
+    if links:
+        headers["Link"] = ", ".join(links)
+    return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
+
+
+async def whep_delete(request: web.Request) -> web.Response:
+    session = session_or_404(request)
+    await session.close("hung up")
+    return web.Response(status=200)
+
+
+async def whep_patch(request: web.Request) -> web.Response:
+    """Trickle ICE (RFC 8840 fragment): 204. ICE restarts are not supported:
+    422, as RFC 9725 §4.3.1 asks of a server that does only one of the two."""
+    session = session_or_404(request)
+    fragment = await body_text(request, TRICKLE)
+    remote = session.pc.remoteDescription.sdp if session.pc.remoteDescription else ""
+    for line in fragment.splitlines():
+        if line.startswith("a=ice-ufrag:") and line.strip() not in remote:
+            raise error(web.HTTPUnprocessableEntity,
+                        "ICE restarts are not supported; start a new WHEP session")
+    try:
+        await session.add_candidates(fragment)
+    except Exception as exc:  # aiortc's candidate parser raises whatever it trips on
+        raise error(web.HTTPBadRequest, f"bad candidate in the fragment ({exc})") from None
+    return web.Response(status=204)
+
+
+async def whep_options(request: web.Request) -> web.Response:
+    camera_or_404(request)
+    return web.Response(status=204)
+
+
+async def api_cameras(request: web.Request) -> web.Response:
+    return web.json_response([camera.info() for camera in request.app[CAMERAS].values()])
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 while every camera delivers frames; 503 naming the cameras that don't."""
+    failing = {name: camera.source.error or "source stopped"
+               for name, camera in request.app[CAMERAS].items()
+               if camera.source.error or not camera.source.running}
+    status = 503 if failing else 200
+    return web.json_response({"status": "failing" if failing else "ok",
+                              "viewers": request.app[SESSIONS].count(),
+                              "failing": failing}, status=status)
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+def create_app(cameras: dict, sessions: SessionRegistry, *, ice_servers: list[dict],
+               max_body_bytes: int) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_and_cors])
+    app[CAMERAS] = cameras
+    app[SESSIONS] = sessions
+    app[ICE_SERVERS] = ice_servers
+    whep, resource = "/cameras/{camera}/whep", "/cameras/{camera}/whep/{session}"
+    app.add_routes([
+        web.get("/", index),
+        web.static("/static", STATIC),
+        web.get("/api/cameras", api_cameras),
+        web.get("/healthz", healthz),
+        web.post(whep, whep_post),
+        web.options(whep, whep_options),
+        web.delete(resource, whep_delete),
+        web.patch(resource, whep_patch),
+        web.options(resource, whep_options),
+    ])
+    return app

@@ -1,0 +1,207 @@
+"""One WHEP session: an aiortc peer connection whose video rpistream sends itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.rtcpeerconnection import is_codec_compatible
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from rpistream.stream.viewer import Viewer, ViewerParameters
+from rpistream.webrtc import aiortc_internals
+
+logger = logging.getLogger("rpistream.session")
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+class OfferError(ValueError):
+    """The offer cannot be answered; the message says why, for the client."""
+
+
+def parse_offer(sdp: str, camera_name: str):
+    """The offer's video section, or OfferError saying what a client must change."""
+    try:
+        description = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises whatever it trips on
+        raise OfferError(f"the body is not a valid SDP offer ({type(exc).__name__}: {exc})") from None
+    video = [m for m in description.media if m.kind == "video"]
+    if not video:
+        raise OfferError("the offer has no video section (m=video): nothing to receive")
+    media = video[0]
+    if media.direction not in ("recvonly", "sendrecv"):
+        raise OfferError(f"the offer's video is {media.direction}: a WHEP client must "
+                         f"offer to receive (recvonly)")
+    if not (media.dtls and media.dtls.fingerprints and media.ice.usernameFragment
+            and media.ice.password):
+        raise OfferError("the offer lacks ICE credentials or a DTLS fingerprint")
+    return media
+
+
+def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str) -> list:
+    """The camera's codec under the payload type the offer gave it, with the
+    offer's RTX for it if any: what the answer lists (RFC 3264 §6.1: the
+    answerer keeps the offerer's payload type numbers)."""
+    for offered in media.rtp.codecs:
+        if is_codec_compatible(codec, offered):
+            break
+    else:
+        raise OfferError(f"camera {camera_name!r} sends {describe_codec(codec)}, which the "
+                         f"offer does not include; offer that codec to watch this camera")
+    feedback = [f for f in aiortc_internals.FEEDBACK if f in offered.rtcpFeedback]
+    chosen = [RTCRtpCodecParameters(mimeType=codec.mimeType, clockRate=codec.clockRate,
+                                    payloadType=offered.payloadType, rtcpFeedback=feedback,
+                                    parameters=dict(codec.parameters))]
+    for rtx in media.rtp.codecs:
+        if rtx.mimeType.lower() == "video/rtx" and rtx.parameters.get("apt") == offered.payloadType:
+            chosen.append(RTCRtpCodecParameters(mimeType="video/rtx", clockRate=codec.clockRate,
+                                                payloadType=rtx.payloadType,
+                                                parameters={"apt": offered.payloadType}))
+            break
+    return chosen
+
+
+def describe_codec(codec: RTCRtpCodecParameters) -> str:
+    fmtp = ";".join(f"{k}={v}" for k, v in codec.parameters.items())
+    return f"{codec.mimeType}" + (f" ({fmtp})" if fmtp else "")
+
+
+class PeerSession:
+    """Owns one RTCPeerConnection and, once DTLS is up, the Viewer that feeds it.
+
+    Every path out — hang-up (DELETE), ICE or DTLS failure, ICE never
+    finishing, a slow-viewer disconnect, server shutdown — goes through
+    `close()`, which releases both and tells the owner via `on_closed`.
+    """
+
+    def __init__(self, camera, *, ice_servers: list[dict], ice_timeout: float,
+                 queue_frames: int, slow_timeout: float,
+                 on_closed: Callable[[PeerSession], None]):
+        self.id = secrets.token_urlsafe(16)
+        self.camera = camera
+        self.viewer: Viewer | None = None
+        self.close_reason: str | None = None
+        self._queue_frames = queue_frames
+        self._slow_timeout = slow_timeout
+        self._ice_timeout = ice_timeout
+        self._on_closed = on_closed
+        self._closing: asyncio.Task | None = None
+        self._ice_timer: asyncio.TimerHandle | None = None
+        self._dtls = None
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[
+            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+            for s in ice_servers]))
+        self.pc.on("connectionstatechange", self._on_state)
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Negotiate: the answer SDP, with every local ICE candidate in it."""
+        media = parse_offer(offer_sdp, self.camera.name)
+        codecs = answer_codecs(media, self.camera.codec, self.camera.name)
+        transceiver = self.pc.addTransceiver("video", direction="sendonly")
+        self._ssrc, self._rtx_ssrc = aiortc_internals.take_over_sender(
+            transceiver, self._on_dtls_connected, self._on_sender_stop)
+        self._dtls = transceiver.sender.transport
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        aiortc_internals.set_negotiated_codecs(transceiver, codecs)
+        for other in self.pc.getTransceivers():
+            if other is not transceiver:
+                other.direction = "inactive"  # audio or extra video: we send nothing there
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._ice_timer = asyncio.get_running_loop().call_later(
+            self._ice_timeout, self._ice_timed_out)
+        return self.pc.localDescription.sdp
+
+    async def add_candidates(self, sdpfrag: str) -> int:
+        """Trickled remote candidates (RFC 8840 SDP fragment): how many were added."""
+        added = 0
+        mid = None
+        for line in sdpfrag.splitlines():
+            line = line.strip()
+            if line.startswith("a=mid:"):
+                mid = line[6:]
+            elif line.startswith("a=candidate:"):
+                candidate = candidate_from_sdp(line[2:].split(":", 1)[1])
+                candidate.sdpMid = mid
+                candidate.sdpMLineIndex = 0 if mid is None else None
+                await self.pc.addIceCandidate(candidate)
+                added += 1
+        return added
+
+    # --- aiortc callbacks ---------------------------------------------------------
+
+    async def _on_dtls_connected(self, parameters) -> None:
+        """aiortc's sender.send(): DTLS is up and the parameters are final."""
+        if self.close_reason is not None:
+            return
+        codec, rtx = parameters.codecs[0], None
+        for other in parameters.codecs[1:]:
+            if other.mimeType.lower() == "video/rtx" and other.parameters.get("apt") == codec.payloadType:
+                rtx = other
+        ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
+        params = ViewerParameters(
+            payload_type=codec.payloadType, ssrc=self._ssrc,
+            rtx_payload_type=rtx.payloadType if rtx else None, rtx_ssrc=self._rtx_ssrc,
+            mid=parameters.muxId, mid_extension_id=ids.get(MID_URI),
+            abs_send_time_extension_id=ids.get(ABS_SEND_TIME_URI),
+            cname=parameters.rtcp.cname or "rpistream")
+        broadcaster = self.camera.broadcaster
+        self.viewer = Viewer(
+            self.id, params, send=aiortc_internals.datagram_sender(self._dtls),
+            header_size=self.camera.rtp_header_size, ext_room=self.camera.ext_room,
+            request_keyframe=broadcaster.request_keyframe,
+            disconnect=lambda reason: self.close_soon(reason),
+            queue_frames=self._queue_frames, slow_timeout=self._slow_timeout)
+        aiortc_internals.route_rtcp(self._dtls, self._ssrc, self.viewer)
+        broadcaster.add_viewer(self.viewer)
+        if self._ice_timer is not None:
+            self._ice_timer.cancel()
+        logger.info("session %s: watching camera %s (payload type %d%s)", self.id,
+                    self.camera.name, codec.payloadType, ", RTX" if rtx else "")
+
+    async def _on_sender_stop(self) -> None:
+        """aiortc's sender.stop(), called from pc.close(): nothing of aiortc's runs."""
+
+    def _on_state(self) -> None:
+        state = self.pc.connectionState
+        if state in ("failed", "closed"):
+            self.close_soon(f"connection {state}")
+
+    def _ice_timed_out(self) -> None:
+        if self.viewer is None:
+            self.close_soon(f"ICE and DTLS did not complete within {self._ice_timeout:g} s")
+
+    # --- teardown ---------------------------------------------------------------------
+
+    def close_soon(self, reason: str) -> None:
+        """Start closing, from a callback that cannot await. Idempotent."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close(reason))
+
+    async def close(self, reason: str) -> None:
+        self.close_soon(reason)
+        await asyncio.shield(self._closing)
+
+    async def _close(self, reason: str) -> None:
+        self.close_reason = reason
+        if self._ice_timer is not None:
+            self._ice_timer.cancel()
+        if self.viewer is not None:
+            self.camera.broadcaster.remove_viewer(self.id)
+            aiortc_internals.unroute_rtcp(self._dtls, self.viewer)
+            self.viewer.close(reason)
+        try:
+            await self.pc.close()
+        finally:
+            logger.info("session %s closed: %s", self.id, reason)
+            self._on_closed(self)
