@@ -35,7 +35,9 @@ def parse_offer(sdp: str, camera_name: str):
     try:
         description = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises whatever it trips on
-        raise OfferError(f"the body is not a valid SDP offer ({type(exc).__name__}: {exc})") from None
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise OfferError(f"the body is not a valid SDP offer (the parser failed with "
+                         f"{detail})") from None
     video = [m for m in description.media if m.kind == "video"]
     if not video:
         raise OfferError("the offer has no video section (m=video): nothing to receive")
