@@ -22,7 +22,7 @@ PAYLOAD_TYPE, SSRC = 96, 0x1234ABCD
 MTU, EXT_ROOM = 500, 8
 MID = bytes([0x10]) + b"0"  # RFC 8285 §4.2 element: id 1, 1 byte
 
-# h264parse is in plugins-bad (not installed): avdec_h264 takes rtph264depay's
+# No h264parse (plugins-bad) needed: avdec_h264 takes rtph264depay's
 # byte-stream access units directly.
 CODECS = {
     "vp8": ("libvpx", "Vp8Packetizer", "encoding-name=VP8", "rtpvp8depay ! vp8dec"),

@@ -113,7 +113,8 @@ async def whep_delete(request: web.Request) -> web.Response:
 
 async def whep_patch(request: web.Request) -> web.Response:
     """Trickle ICE (RFC 8840 fragment): 204. ICE restarts are not supported:
-    422, as RFC 9725 §4.3.1 asks of a server that does only one of the two."""
+    422, as WHIP (RFC 9725 §4.3.1, which the WHEP draft follows) asks of a
+    server that does only one of the two."""
     session = session_or_404(request)
     fragment = await body_text(request, TRICKLE)
     remote = session.pc.remoteDescription.sdp if session.pc.remoteDescription else ""
