@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import ipaddress
 import json
 import math
@@ -557,8 +558,9 @@ class Config(_Section):
     # runs out long before (1080p30 in total on a Pi 4).
     cameras: tuple[CameraConfig, ...] = key(
         Cameras(8),
-        "Cameras, 1 to 8, each a [[camera]] table. None given: one test "
-        "pattern, so a fresh install shows a picture without a camera.",
+        "Cameras, 1 to 8, each a [[camera]] table. None given: the Pi camera "
+        "if picamera2 finds one, else a test pattern, so a fresh install "
+        "shows a picture with or without a camera.",
         (CameraConfig(name="cam0", source="testpattern"),), toml="camera")
     limits: LimitsConfig = key(Table(LimitsConfig), "Bounds on viewers and buffers.",
                                LimitsConfig())
@@ -607,7 +609,19 @@ def parse_config(data: dict, source: str = "<config>", *,
     config = Table(Config).parse(data, "", walk, {})
     if walk.errors:
         raise ConfigError(source, walk.errors)
+    if "camera" not in data and camera_attached():
+        config = dataclasses.replace(config, cameras=(CameraConfig(
+            name="cam0", source="picamera2", options=Picamera2Options()),))
     return config
+
+
+def camera_attached() -> bool:
+    """Whether picamera2 is installed and finds a camera (on a Raspberry Pi)."""
+    if importlib.util.find_spec("picamera2") is None:
+        return False
+    from rpistream.sources import available_sources  # imports picamera2: only when present
+
+    return available_sources()["picamera2"].startswith("ok")
 
 
 def resolve_config_path(path: str | None) -> str | None:

@@ -419,3 +419,10 @@ def test_fuzz_values_within_declared_bounds_are_accepted(data):
 def test_dataclasses_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().server.port = 1  # type: ignore[misc]
+
+
+def test_no_cameras_configured_means_the_pi_camera_when_picamera2_finds_one(standin):
+    (camera,) = parse_config({}).cameras
+    assert (camera.name, camera.source, camera.codec) == ("cam0", "picamera2", "h264")
+    standin.STANDIN_CAMERAS.clear()
+    assert parse_config({}).cameras[0].source == "testpattern"
