@@ -95,8 +95,9 @@ class FileSource(Source):
                     origin_ns += now_ns - due_ns
                 if self._stopping.is_set():
                     return
-                self._push(self._map[entry.start:entry.end], time.monotonic_ns(), pts,
-                           entry.keyframe)
+                # A view, not a slice: the ring's push is the one copy.
+                with memoryview(self._map)[entry.start:entry.end] as frame:
+                    self._push(frame, time.monotonic_ns(), pts, entry.keyframe)
             if not self.loop:
                 log.info("source %s: end of file", self.name)
                 return

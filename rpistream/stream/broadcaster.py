@@ -69,6 +69,11 @@ class Broadcaster:
     def _drain(self) -> None:
         ring = self.ring
         while (frame := ring.pop()) is not None:
+            if not self.viewers:
+                # Nobody to send to: a joining viewer waits for a keyframe anyway.
+                ring.release()
+                self.frames += 1
+                continue
             try:
                 batch = self.packetizer.packetize(
                     frame.data, self.rtp_timestamp(frame.capture_ns), frame.keyframe)
