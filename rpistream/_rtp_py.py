@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import struct
 
+from rpistream import h264
+
 RTP_HEADER_SIZE = 12  # RFC 3550 §5.1: fixed header, no CSRCs
 ONE_BYTE_EXT_HEADER = 4  # RFC 8285 §4.2: 0xBEDE profile + 16-bit length in words
 MAX_EXT_ROOM = 252  # 63 words: room for 15 one-byte elements of 16 bytes and more
@@ -93,11 +95,8 @@ def _balanced(total: int, limit: int) -> tuple[int, int, int]:
 
 
 def split_annexb(data: bytes) -> list[tuple[int, int]]:
-    """(start, end) of each NAL unit in an Annex-B access unit (H.264 §B.1).
-
-    Trailing zero bytes of a NAL belong to the next start code (a 4-byte start
-    code is a zero byte + 00 00 01); empty NALs (adjacent start codes) are skipped.
-    """
+    """(start, end) of each NAL unit in an Annex-B access unit (H.264 §B.1),
+    refusing input that is not Annex-B."""
     position = data.find(_START_CODE)
     if position < 0:
         raise ValueError("H.264 access unit has no start code (00 00 01): "
@@ -106,15 +105,7 @@ def split_annexb(data: bytes) -> list[tuple[int, int]]:
         raise ValueError(f"H.264 access unit has {position} bytes before its first "
                          f"start code; Annex-B input must begin with 00 00 01 or "
                          f"00 00 00 01")
-    nals = []
-    while position >= 0:
-        start = position + 3
-        position = data.find(_START_CODE, start)
-        end = len(data) if position < 0 else position
-        while end > start and data[end - 1] == 0:
-            end -= 1
-        if end > start:
-            nals.append((start, end))
+    nals = h264.nal_units(data)
     if not nals:
         raise ValueError("H.264 access unit contains only start codes, no NAL unit")
     return nals

@@ -18,7 +18,8 @@ import pytest
 from av.video.frame import PictureType
 
 from rpistream.ring import FrameRing
-from rpistream.sources import available_sources, blockcode, create_source, h264
+from rpistream import h264
+from rpistream.sources import available_sources, blockcode, create_source
 from rpistream.sources.picture import MovingPicture
 from rpistream.sources.testpattern import open_encoder
 

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 
-from rpistream.sources import h264
+from rpistream import h264
 
 log = logging.getLogger("rpistream.sources")
 

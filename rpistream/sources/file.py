@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import av
 
-from rpistream.sources import h264, ivf
+from rpistream import h264
+from rpistream.sources import ivf
 from rpistream.sources.base import PTS_HZ, Source
 
 log = logging.getLogger("rpistream.sources")
