@@ -209,7 +209,7 @@ async def child_aiortc(commands) -> None:
     from aiortc.mediastreams import MediaStreamTrack
 
     from rpistream.rtp import H264Packetizer
-    from rpistream.sources import h264
+    from rpistream import h264
     from rpistream.stream.camera import EXT_ROOM, MTU
     from rpistream.webrtc import aiortc_internals
 
