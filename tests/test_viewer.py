@@ -194,3 +194,27 @@ def test_keyframe_requests_are_rate_limited_across_viewers(monkeypatch):
     clock[0] += 0.2
     assert broadcaster.request_keyframe("PLI")
     assert source.requests == 2 and broadcaster.keyframe_requests_suppressed == 2
+
+
+async def test_a_rate_limited_keyframe_request_is_put_off_not_dropped():
+    import asyncio
+
+    class Waiting:
+        state = "waiting-for-keyframe"
+        session_id = "v"
+
+        def close(self, reason):
+            pass
+
+    source = KeyframeCounter()
+    broadcaster = Broadcaster("cam", ring=None, source=source, packetizer=None,
+                              keyframe_min_interval=0.1)
+    broadcaster._loop = asyncio.get_running_loop()
+    broadcaster.viewers["v"] = Waiting()
+    assert broadcaster.request_keyframe("new viewer")
+    assert not broadcaster.request_keyframe("new viewer")
+    assert source.requests == 1
+    await asyncio.sleep(0.2)
+    assert source.requests == 2, "the put-off request went out when the interval ended"
+    broadcaster._loop = None
+    broadcaster.stop()

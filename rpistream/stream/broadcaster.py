@@ -37,6 +37,7 @@ class Broadcaster:
         self._timestamp_origin = secrets.randbits(32)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deferred_keyframe: asyncio.TimerHandle | None = None
         self.frames = 0
         self.keyframes = 0
         self.bytes_in = 0
@@ -57,9 +58,10 @@ class Broadcaster:
         if self._loop is not None:
             self._loop.remove_reader(self.ring.fileno())
             self._loop = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._deferred_keyframe):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._deferred_keyframe = None
         for viewer in list(self.viewers.values()):
             viewer.close("server shutting down")
         self.viewers.clear()
@@ -101,16 +103,27 @@ class Broadcaster:
 
     def request_keyframe(self, reason: str) -> bool:
         """Ask the source for a keyframe, at most once per `keyframe_min_interval`
-        across all viewers: one keyframe serves every viewer that waits for it."""
+        across all viewers: one keyframe serves every viewer that waits for it.
+        A request inside the interval is put off to its end, not dropped: a
+        viewer joining just after another would otherwise wait for the next
+        scheduled keyframe, up to a whole keyframe interval."""
         now = time.monotonic()
-        if now - self._last_keyframe_request < self._keyframe_min_interval:
+        wait = self._last_keyframe_request + self._keyframe_min_interval - now
+        if wait > 0:
             self.keyframe_requests_suppressed += 1
+            if self._deferred_keyframe is None and self._loop is not None:
+                self._deferred_keyframe = self._loop.call_later(wait, self._deferred_request)
             return False
         self._last_keyframe_request = now
         self.keyframe_requests += 1
         logger.debug("camera %s: keyframe requested (%s)", self.name, reason)
         self.source.request_keyframe()
         return True
+
+    def _deferred_request(self) -> None:
+        self._deferred_keyframe = None
+        if any(viewer.state == "waiting-for-keyframe" for viewer in self.viewers.values()):
+            self.request_keyframe("put off by the rate limit")
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -1,0 +1,432 @@
+// The viewer page: one WHEP player per camera, with reconnection, a stats
+// overlay and, for the test pattern, live latency read from the picture.
+//
+// window.rpistream.players[<camera>] = {state, error, connects, frames, stats}
+// is there for tests and the curious: `frames` holds the last FRAMES_KEPT
+// block codes read from presented frames,
+// {frame, captureMs, presentedMs, presentedFrames}.
+//
+// /?camera=a&camera=b shows only those cameras (a name the server does not
+// know gets a player too, which shows the server's refusal); a name given
+// twice gets a second player, "a (2)", another viewer of the same camera.
+
+import { COLUMNS, ROWS, cellSize, readBlockCode } from "./blockcode.js";
+
+// 300 frames: 10 s at 30 fps, enough to check continuity and latency; a page
+// left open for months keeps the same memory.
+const FRAMES_KEPT = 300;
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_MAX_MS = 10_000;
+const STABLE_MS = 60_000; // a connection that lasted this long resets the backoff
+// "disconnected" often heals by itself (a Wi-Fi hiccup, ICE consent checks
+// missed); "failed" does not.
+const DISCONNECTED_GRACE_MS = 3_000;
+const ICE_GATHERING_TIMEOUT_MS = 5_000; // then send the candidates we have
+const POST_TIMEOUT_MS = 15_000;
+const STATS_INTERVAL_MS = 1_000;
+// Stats polls without a decoded frame, connection up, before the player says
+// the camera sends nothing (a failing camera does not end the connection).
+const STALL_POLLS = 3;
+// Answers another try cannot change: bad offer, unknown camera, wrong type.
+const PERMANENT_STATUS = new Set([400, 404, 415]);
+
+const players = {};
+window.rpistream = { players };
+
+// ICE servers for new connections: none (media stays on the LAN) until the
+// server names some in a Link header, as WHIP (RFC 9725) does for WHEP too.
+let iceServers = [];
+
+class Player {
+  constructor(name, camera, label = name) {
+    this.name = name;
+    this.whep = new URL(camera?.whep ?? `/cameras/${encodeURIComponent(name)}/whep`,
+      window.location.href).href;
+    this.cameraError = camera?.error ?? null;
+    this.info = { state: "idle", error: null, connects: 0, frames: [], stats: {} };
+    players[label] = this.info;
+
+    const template = document.getElementById("player");
+    this.element = template.content.firstElementChild.cloneNode(true);
+    this.video = this.element.querySelector("video");
+    this.message = this.element.querySelector(".message");
+    this.overlay = this.element.querySelector(".stats");
+    this.stateText = this.element.querySelector(".state");
+    this.element.querySelector(".name").textContent = label;
+    if (camera?.width && camera?.height) {
+      this.element.style.setProperty("--aspect", `${camera.width} / ${camera.height}`);
+    }
+    const statsButton = this.element.querySelector(".toggle-stats");
+    this.statsShown = false;
+    statsButton.addEventListener("click", () => {
+      this.statsShown = !this.statsShown;
+      statsButton.setAttribute("aria-pressed", String(this.statsShown));
+      this.renderStats();
+    });
+    this.stopButton = this.element.querySelector(".stop");
+    this.stopButton.addEventListener("click", () => this.stopped ? this.play() : this.stop());
+    this.element.querySelector(".fullscreen").addEventListener("click", () => this.fullscreen());
+
+    // Only the code's corner of each frame is copied out of the video.
+    this.canvas = document.createElement("canvas");
+    this.context = this.canvas.getContext("2d", { willReadFrequently: true });
+
+    this.pc = null;
+    this.session = null; // the WHEP session URL (Location), to hang up
+    this.attempt = 0; // bumped on every hang-up: stale callbacks check it
+    this.backoff = BACKOFF_FIRST_MS;
+    this.connectedAt = 0;
+    this.retryTimer = null;
+    this.dropTimer = null;
+    this.stopped = false;
+    this.lastInbound = null;
+    this.stalls = 0;
+    this.watchFrames();
+    setInterval(() => this.pollStats(), STATS_INTERVAL_MS);
+  }
+
+  setState(state, text = null, isError = false) {
+    this.info.state = state;
+    this.stateText.textContent = state;
+    const shown = text ?? (state === "playing" ? null : this.cameraError);
+    this.message.hidden = !shown;
+    this.message.textContent = shown ?? "";
+    this.message.classList.toggle("error", isError || (!text && !!this.cameraError));
+  }
+
+  // --- WHEP -------------------------------------------------------------
+
+  async connect() {
+    clearTimeout(this.retryTimer);
+    const attempt = ++this.attempt;
+    const current = () => attempt === this.attempt;
+    // A previous failure stays in view while trying again.
+    const previous = this.info.error;
+    this.setState("connecting", previous ? `${previous}\nReconnecting…`
+      : this.cameraError ? null : "Connecting…", !!previous);
+    const pc = new RTCPeerConnection({ iceServers });
+    this.pc = pc;
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.ontrack = (event) => {
+      this.video.srcObject = event.streams[0] ?? new MediaStream([event.track]);
+    };
+    pc.onconnectionstatechange = () => current() && this.onConnectionState(pc.connectionState);
+
+    let response, body;
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      await iceGatheringComplete(pc, ICE_GATHERING_TIMEOUT_MS);
+      if (!current()) return;
+      response = await fetch(this.whep, {
+        method: "POST",
+        headers: { "Content-Type": "application/sdp" },
+        body: pc.localDescription.sdp,
+        signal: AbortSignal.timeout(POST_TIMEOUT_MS),
+      });
+      body = await response.text();
+    } catch (error) {
+      if (current()) this.drop(`Cannot reach the server: ${error.message}`);
+      return;
+    }
+    const location = response.headers.get("Location");
+    const session = response.status === 201 && location ? new URL(location, this.whep).href : null;
+    if (!current()) { // stopped while the offer was in flight
+      if (session) hangUpSession(session);
+      return;
+    }
+    if (response.status !== 201) {
+      const reason = `${response.status} ${response.statusText}: ${body.trim()}`;
+      this.drop(reason, PERMANENT_STATUS.has(response.status));
+      return;
+    }
+    this.session = session;
+    const servers = parseIceServers(response.headers.get("Link"));
+    if (servers.length && JSON.stringify(servers) !== JSON.stringify(iceServers)) {
+      // The server wants STUN/TURN that this offer did not gather with, and
+      // it does not do ICE restarts: start again with them, at once.
+      iceServers = servers;
+      this.hangUp();
+      this.connect();
+      return;
+    }
+    try {
+      await pc.setRemoteDescription({ type: "answer", sdp: body });
+    } catch (error) {
+      if (current()) this.drop(`The server's answer was refused: ${error.message}`, true);
+    }
+  }
+
+  onConnectionState(state) {
+    clearTimeout(this.dropTimer);
+    if (state === "connected") {
+      this.connectedAt = Date.now();
+      this.info.connects += 1;
+      this.info.error = null;
+      if (this.info.state !== "playing") this.setState("connected", "Waiting for video…");
+    } else if (state === "failed") {
+      this.drop("The connection failed");
+    } else if (state === "disconnected") {
+      this.dropTimer = setTimeout(() => this.drop("The connection was lost"),
+        DISCONNECTED_GRACE_MS);
+    }
+  }
+
+  // Hang up and, unless the reason is permanent, try again after the backoff.
+  drop(reason, permanent = false) {
+    if (this.connectedAt && Date.now() - this.connectedAt >= STABLE_MS) {
+      this.backoff = BACKOFF_FIRST_MS;
+    }
+    this.hangUp();
+    this.info.error = reason;
+    if (permanent) {
+      this.setState("failed", reason, true);
+      return;
+    }
+    // ±20 % so that viewers dropped together (a server restart) come back spread out.
+    const delay = this.backoff * (0.8 + 0.4 * Math.random());
+    this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
+    this.setState("retrying", `${reason}\nRetrying in ${(delay / 1000).toFixed(1)} s`, true);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  hangUp() {
+    this.attempt += 1;
+    clearTimeout(this.dropTimer);
+    clearTimeout(this.retryTimer);
+    if (this.session) hangUpSession(this.session);
+    this.session = null;
+    if (this.pc) {
+      this.pc.close();
+      this.pc = null;
+    }
+    this.video.srcObject = null;
+    this.connectedAt = 0;
+    this.lastInbound = null;
+    this.stalls = 0;
+    this.info.stats = {};
+    this.renderStats();
+  }
+
+  stop() {
+    this.stopped = true;
+    this.hangUp();
+    this.stopButton.textContent = "Play";
+    this.setState("stopped", "Stopped");
+  }
+
+  play() {
+    this.stopped = false;
+    this.backoff = BACKOFF_FIRST_MS;
+    this.stopButton.textContent = "Stop";
+    this.connect();
+  }
+
+  fullscreen() {
+    if (document.fullscreenElement) {
+      document.exitFullscreen();
+    } else if (this.element.requestFullscreen) {
+      this.element.requestFullscreen().catch(() => {});
+    } else if (this.video.webkitEnterFullscreen) {
+      this.video.webkitEnterFullscreen(); // iPhone Safari: video elements only
+    }
+  }
+
+  // --- frames and latency ---------------------------------------------------
+
+  watchFrames() {
+    if (!("requestVideoFrameCallback" in HTMLVideoElement.prototype)) return;
+    const onFrame = (now, metadata) => {
+      this.onFrame(metadata);
+      this.video.requestVideoFrameCallback(onFrame);
+    };
+    this.video.requestVideoFrameCallback(onFrame);
+  }
+
+  onFrame(metadata) {
+    if (this.info.state !== "playing" && this.pc) this.setState("playing");
+    // Wall-clock time the frame reaches the screen: now, plus the wait for
+    // its vsync. Date.now() rather than performance.timeOrigin + now, which
+    // drifts from the wall clock over a long-open page.
+    const presentedMs = Date.now()
+      + Math.max(0, metadata.expectedDisplayTime - performance.now());
+    const { width, height } = metadata;
+    const cell = cellSize(width, height);
+    if (cell < 2) return;
+    const [w, h] = [COLUMNS * cell, ROWS * cell];
+    if (this.canvas.width !== w || this.canvas.height !== h) {
+      [this.canvas.width, this.canvas.height] = [w, h];
+    }
+    this.context.drawImage(this.video, 0, 0, w, h, 0, 0, w, h);
+    const code = readBlockCode(this.context.getImageData(0, 0, w, h), width, height);
+    if (!code) return;
+    const frames = this.info.frames;
+    // presentedFrames (the browser's count) tells a frame the page never saw
+    // because two were shown within one refresh from a frame that never came.
+    frames.push({ frame: code.frame, captureMs: code.captureMs, presentedMs,
+      presentedFrames: metadata.presentedFrames });
+    if (frames.length > FRAMES_KEPT) frames.shift();
+  }
+
+  // Median latency of the frames presented in the last second; null without
+  // block codes (a real camera).
+  recentLatencyMs() {
+    const since = Date.now() - 1000;
+    const latencies = this.info.frames.filter((f) => f.presentedMs >= since)
+      .map((f) => f.presentedMs - f.captureMs).sort((a, b) => a - b);
+    return latencies.length ? latencies[latencies.length >> 1] : null;
+  }
+
+  // --- stats ---------------------------------------------------------------
+
+  async pollStats() {
+    const pc = this.pc;
+    if (!pc) return;
+    let report;
+    try {
+      report = await pc.getStats();
+    } catch {
+      return; // closed meanwhile
+    }
+    if (pc !== this.pc) return;
+    let inbound = null, transport = null, pair = null;
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") inbound = s;
+      if (s.type === "transport") transport = s;
+    });
+    if (transport?.selectedCandidatePairId) pair = report.get(transport.selectedCandidatePairId);
+    if (!inbound) return;
+    const last = this.lastInbound ?? inbound;
+    const seconds = (inbound.timestamp - last.timestamp) / 1000;
+    const lost = inbound.packetsLost ?? 0, received = inbound.packetsReceived ?? 0;
+    this.info.stats = {
+      fps: seconds > 0 ? (inbound.framesDecoded - last.framesDecoded) / seconds : null,
+      kbps: seconds > 0 ? ((inbound.bytesReceived - last.bytesReceived) * 8) / seconds / 1000 : null,
+      packetsLost: lost,
+      packetsReceived: received,
+      lossPercent: lost + received > 0 ? (100 * lost) / (lost + received) : 0,
+      rttMs: pair?.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null,
+      freezes: inbound.freezeCount ?? null,
+      framesDropped: inbound.framesDropped ?? null,
+      size: inbound.frameWidth ? `${inbound.frameWidth}x${inbound.frameHeight}` : null,
+      codec: report.get(inbound.codecId)?.mimeType?.replace("video/", "") ?? null,
+      latencyMs: this.recentLatencyMs(),
+    };
+    this.lastInbound = inbound;
+    this.renderStats();
+    this.stalls = this.info.stats.fps === 0 && this.connectedAt ? this.stalls + 1 : 0;
+    if (this.stalls === STALL_POLLS) this.explainStall();
+  }
+
+  // The next presented frame sets the state back to "playing".
+  async explainStall() {
+    let error = null;
+    try {
+      const cameras = await (await fetch("/api/cameras")).json();
+      error = cameras.find((c) => c.name === this.name)?.error;
+    } catch {
+      // the server is unreachable: the connection will drop soon and say so
+    }
+    if (this.stalls >= STALL_POLLS) {
+      this.setState("stalled", `No video for ${STALL_POLLS} s: ${
+        error ?? "the camera sends nothing"}`, true);
+    }
+  }
+
+  renderStats() {
+    const s = this.info.stats;
+    // Nothing to show before a connection delivers stats (an error is shown then).
+    this.overlay.hidden = !this.statsShown || !s.codec;
+    if (this.overlay.hidden) return;
+    const show = (value, digits, unit = "") =>
+      value == null ? "—" : `${value.toFixed(digits)}${unit}`;
+    this.overlay.textContent = [
+      `codec    ${s.codec ?? "—"} ${s.size ?? ""}`,
+      `fps      ${show(s.fps, 1)}`,
+      `bitrate  ${show(s.kbps, 0, " kbit/s")}`,
+      `loss     ${show(s.lossPercent, 2, " %")} (${s.packetsLost ?? 0} packets)`,
+      `rtt      ${show(s.rttMs, 1, " ms")}`,
+      `freezes  ${s.freezes ?? "—"}`,
+      `latency  ${show(s.latencyMs, 0, " ms")}`,
+    ].join("\n");
+  }
+}
+
+function hangUpSession(url) {
+  // keepalive: the request outlives the page when this runs on pagehide.
+  fetch(url, { method: "DELETE", keepalive: true }).catch(() => {});
+}
+
+function iceGatheringComplete(pc, timeoutMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => pc.iceGatheringState === "complete" && done();
+    const timer = setTimeout(done, timeoutMs);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+// RFC 8288 Link header, as WHIP servers send ICE servers:
+// <turn:turn.example.net?transport=udp>; rel="ice-server"; username="u"; credential="p"
+export function parseIceServers(link) {
+  const servers = [];
+  for (const part of (link ?? "").split(/,(?=\s*<)/)) {
+    const match = part.match(/^\s*<([^>]*)>(.*)$/);
+    if (!match) continue;
+    const params = {};
+    for (const param of match[2].split(";")) {
+      const kv = param.match(/^\s*([\w-]+)\s*=\s*"?([^"]*)"?\s*$/);
+      if (kv) params[kv[1].toLowerCase()] = kv[2];
+    }
+    if (params.rel !== "ice-server") continue;
+    const server = { urls: match[1] };
+    if (params.username) server.username = params.username;
+    if (params.credential) server.credential = params.credential;
+    servers.push(server);
+  }
+  return servers;
+}
+
+async function loadCameras(status) {
+  for (let delay = BACKOFF_FIRST_MS; ; delay = Math.min(delay * 2, BACKOFF_MAX_MS)) {
+    try {
+      const response = await fetch("/api/cameras");
+      if (!response.ok) throw new Error(`${response.status} ${(await response.text()).trim()}`);
+      return await response.json();
+    } catch (error) {
+      status.textContent = `Cannot load the camera list (${error.message}); retrying…`;
+      status.classList.add("error");
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
+
+async function main() {
+  const status = document.getElementById("status");
+  const cameras = await loadCameras(status);
+  status.classList.remove("error");
+  const wanted = new URLSearchParams(window.location.search).getAll("camera");
+  const names = wanted.length ? wanted : cameras.map((c) => c.name);
+  status.textContent = names.length
+    ? `${names.length} camera${names.length === 1 ? "" : "s"}`
+    : "No cameras are configured on this server.";
+  const container = document.getElementById("players");
+  const seen = {};
+  const all = names.map((name) => {
+    seen[name] = (seen[name] ?? 0) + 1;
+    const label = seen[name] === 1 ? name : `${name} (${seen[name]})`;
+    return new Player(name, cameras.find((c) => c.name === name), label);
+  });
+  for (const player of all) {
+    container.append(player.element);
+    player.connect();
+  }
+  // Free the server's viewer slots at once rather than after ICE times out.
+  window.addEventListener("pagehide", () => all.forEach((p) => p.hangUp()));
+}
+
+main();
