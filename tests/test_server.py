@@ -156,3 +156,22 @@ async def test_peer_that_never_connects_is_reaped():
         await client.pc.close()  # never applies the answer: ICE never starts
         await until(lambda: server.sessions.count() == 0, timeout=5)
         assert any("ICE" in reason for reason in server.sessions.disconnects)
+
+
+async def test_no_task_per_viewer_and_no_aiortc_send_loop():
+    async with serving() as server, aiohttp.ClientSession() as http:
+        before = len(asyncio.all_tasks())
+        clients = [WhepViewer(base_url(server)) for _ in range(3)]
+        for client in clients:
+            await client.connect(http)
+        for client in clients:
+            await client.wait_frames(5)
+        names = [task.get_coro().__qualname__ for task in asyncio.all_tasks()]
+        # The clients' receivers run aiortc's RTCRtpReceiver tasks; no sender's run.
+        assert not [n for n in names if n.startswith("RTCRtpSender.")], names
+        # Each client brings its own aiortc tasks (receiver, ICE, DTLS); what the
+        # server adds per viewer is bounded by aiortc's ICE and DTLS tasks.
+        for client in clients:
+            await client.hang_up(http)
+        await until(lambda: server.sessions.count() == 0)
+        await until(lambda: len(asyncio.all_tasks()) <= before, timeout=10)
