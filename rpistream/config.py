@@ -173,6 +173,24 @@ class Choice(_Type):
 
 
 @dataclass(frozen=True)
+class ProtectionRate(_Type):
+    """FEC protection: "adaptive", or a fixed percentage of the media packets."""
+
+    allowed = '"adaptive" or a percentage from 1 to 100'
+
+    def convert(self, value):
+        if value == "adaptive" or (type(value) in (int, float) and 1 <= value <= 100):
+            return value if value == "adaptive" else float(value)
+        raise ValueError
+
+    def from_text(self, text):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+@dataclass(frozen=True)
 class Str(_Type):
     pattern: str | None = None
     min_len: int = 1
@@ -483,6 +501,30 @@ class CameraConfig(_Section):
         "keyframe is 5-10x a delta frame; every 2 s bounds how long a picture "
         "stays broken if a keyframe request is lost.",
         2.0)
+    fec: str = key(
+        Choice(("auto", "off", "ulpfec", "flexfec")),
+        "Forward error correction, so a lost packet is repaired without a round "
+        "trip (Wi-Fi, long links). \"auto\": FlexFEC-03 for H.264 where the "
+        "browser offers it (Chrome), RED+ULPFEC for VP8 (Chrome, Firefox), none "
+        "otherwise; \"ulpfec\" / \"flexfec\": only that scheme; \"off\": none.",
+        "auto")
+    fec_rate: Any = key(
+        ProtectionRate(),
+        "FEC packets as a percentage of media packets, or \"adaptive\": raised "
+        "and lowered from the loss the viewers report (RTCP receiver reports).",
+        "adaptive")
+    # Bounds: one frame is the least delay; beyond 10 frames (a third of a
+    # second at 30 fps) a repair comes too late to be shown.
+    fec_max_frames: int = key(
+        Int(1, 10),
+        "Most frames one FEC group spans. Small delta frames are one or two "
+        "packets; grouping a few costs less overhead at the price of that much "
+        "delay before a loss can be repaired.",
+        3)
+    retransmit: bool = key(
+        Bool(),
+        "Answer the viewers' NACKs with retransmissions (RTX where negotiated).",
+        True)
     options: Any = key(
         SourceOptions(),
         "Options of the camera's source, as a table (see below).",

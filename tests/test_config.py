@@ -170,6 +170,10 @@ ERRORS = [
     (cam(source="usb"), r'^camera\[0\].source = "usb": must be one of "testpattern", '
                         r'"picamera2", "file"$'),
     ({"server": {"port": 65536}}, r"^server.port = 65536: must be an integer from 0 to 65535$"),
+    ({"camera": [{"source": "testpattern", "fec_rate": 0}]},
+     r'^camera\[0\].fec_rate = 0: must be "adaptive" or a percentage from 1 to 100$'),
+    ({"camera": [{"source": "testpattern", "fec": "yes"}]},
+     r'^camera\[0\].fec = "yes": must be one of "auto", "off", "ulpfec", "flexfec"$'),
     ({"server": {"token": "short"}},
      r'^server.token = "short": must be a string of at least 16 characters$'),
     ({"limits": {"viewer_queue_frames": 31}},

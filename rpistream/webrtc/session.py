@@ -163,7 +163,8 @@ class PeerSession:
             header_size=self.camera.rtp_header_size, ext_room=self.camera.ext_room,
             request_keyframe=broadcaster.request_keyframe,
             disconnect=lambda reason: self.close_soon(reason),
-            queue_frames=self._queue_frames, slow_timeout=self._slow_timeout)
+            queue_frames=self._queue_frames, slow_timeout=self._slow_timeout,
+            answer_nacks=self.camera.config.retransmit)
         aiortc_internals.route_rtcp(self._dtls, self._ssrc, self.viewer)
         broadcaster.add_viewer(self.viewer)
         if self._ice_timer is not None:
