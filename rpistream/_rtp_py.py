@@ -192,6 +192,20 @@ class PacketBatch:
         return b"".join((header, _SEQ.pack(original_seq),
                          self._view[start + self._header_size:end]))
 
+    def write_red(self, index: int, red_payload_type: int, media_payload_type: int,
+                  ssrc: int, seq: int, ext: bytes = b"") -> bytes:
+        """RFC 2198 §3 RED packet (primary block only) carrying packet `index`: the
+        header with PT=red and the extension block, the block header F=0|media PT,
+        then the media payload. As libwebrtc's RED for ULPFEC (rtp_sender_video.cc
+        BuildRedPayload): header extensions stay in the outer header; unwrapped
+        (outer header with the media PT, payload after the block header) it is
+        write(index, media_payload_type, ...), the packet ULPFEC protects."""
+        start, end = self._bounds(index)
+        header = self._header(start, red_payload_type, ssrc, seq, ext)
+        _check_range("media_payload_type", media_payload_type, 0, 127)
+        return b"".join((header, bytes((media_payload_type,)),
+                         self._view[start + self._header_size:end]))
+
 
 class _Packetizer:
     """MTU arithmetic and the RTP header template shared by both codecs."""

@@ -335,6 +335,8 @@ def test_implementations_identical(both, vp8_size, nals, mtu, ext_room, seed):
         results.append([(packets(batch), batch.nbytes, batch.timestamp, batch.keyframe,
                          [batch.write(i, 96, 0x12345678, 1000 + i, ext) for i in range(len(batch))],
                          [batch.write_rtx(i, 97, 0x9ABCDEF0, 7, 1000 + i, ext)
+                          for i in range(len(batch))],
+                         [batch.write_red(i, 100, 96, 0x12345678, 1000 + i, ext)
                           for i in range(len(batch))])
                         for batch in batches])
     assert results[0] == results[1]
@@ -459,6 +461,50 @@ def test_write_without_extensions(rtp):
     rtx = batch.write_rtx(0, 98, 1, 2, 0xABCD)
     assert rtx[:12] == bytes([0x80, 0x80 | 98, 0, 2, 0, 0, 0, 77, 0, 0, 0, 1])
     assert rtx[12:14] == b"\xab\xcd" and rtx[14:] == written[12:]
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_write_red(rtp, codec):
+    """RFC 2198 §3, primary block only, as libwebrtc sends RED for ULPFEC: the
+    outer header keeps the extension block; unwrapped (outer header with the
+    block's PT, payload after the block header) it is exactly write()."""
+    if codec == "vp8":
+        batch = rtp.Vp8Packetizer(ext_room=8).packetize(random.Random(5).randbytes(3000),
+                                                        0x01020304, True)
+    else:
+        frame = annexb([nal_unit(7, 3, 20, 1), nal_unit(8, 3, 4, 2), nal_unit(5, 3, 3000, 3)],
+                       random.Random(6))
+        batch = rtp.H264Packetizer(ext_room=8).packetize(frame, 0x01020304, True)
+    extensions = extensions_map()
+    for index in range(len(batch)):
+        red = batch.write_red(index, 100, 96, 0xCAFEBABE, 65535 - index, MID_AND_ABS_SEND_TIME)
+        media = batch.write(index, 96, 0xCAFEBABE, 65535 - index, MID_AND_ABS_SEND_TIME)
+        assert len(red) == len(media) + 1
+        packet = parse(red, extensions)
+        assert (packet.payload_type, packet.ssrc, packet.sequence_number, packet.timestamp) == (
+            100, 0xCAFEBABE, 65535 - index, 0x01020304)
+        assert packet.marker == (index == len(batch) - 1)
+        assert packet.extensions.mid == "0" and packet.extensions.abs_send_time == 0x123456
+        assert packet.payload[0] == 96, "block header: F=0, block PT = media PT"
+        assert packet.payload[1:] == parse(media).payload
+        unwrapped = red[:1] + bytes([(red[1] & 0x80) | red[24]]) + red[2:24] + red[25:]
+        assert unwrapped == media
+
+
+def test_write_red_errors(rtp):
+    batch = rtp.Vp8Packetizer(ext_room=4).packetize(b"\x05" * 100, 0, False)
+    with pytest.raises(ValueError, match=r"media_payload_type must be 0\.\.127, got 128"):
+        batch.write_red(0, 100, 128, 1, 1)
+    with pytest.raises(ValueError, match=r"payload_type must be 0\.\.127, got -1"):
+        batch.write_red(0, -1, 96, 1, 1)
+    with pytest.raises(ValueError, match=r"header extension elements take 5 bytes"):
+        batch.write_red(0, 100, 96, 1, 1, bytes(5))
+    with pytest.raises(IndexError, match=r"packet index 1 is out of range"):
+        batch.write_red(1, 100, 96, 1, 1)
+    plain = rtp.Vp8Packetizer().packetize(b"\x05" * 100, 77, False)
+    assert plain.write_red(0, 100, 127, 1, 2) == (
+        bytes([0x80, 0x80 | 100, 0, 2, 0, 0, 0, 77, 0, 0, 0, 1, 127])
+        + bytes(plain.packet(0))[12:])
 
 
 def test_write_accepts_bytes_like_ext(rtp):

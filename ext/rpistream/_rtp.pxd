@@ -64,7 +64,8 @@ cdef class PacketBatch:
     cdef Layout _layout(self, const unsigned char *header) noexcept
     cdef Py_ssize_t _start(self, Py_ssize_t index) except -1
     cdef bytes _copy(self, Py_ssize_t index, long long payload_type, long long ssrc,
-                     long long seq, object ext, bint rtx, long long original_seq)
+                     long long seq, object ext, bint rtx, long long original_seq,
+                     bint red=*, long long media_payload_type=*)
 
 
 cdef class _Packetizer:

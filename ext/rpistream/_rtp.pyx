@@ -267,12 +267,15 @@ cdef class PacketBatch:
         return memoryview(self)[start:self._offsets[index + 1]]
 
     cdef bytes _copy(self, Py_ssize_t index, long long payload_type, long long ssrc,
-                     long long seq, object ext, bint rtx, long long original_seq):
+                     long long seq, object ext, bint rtx, long long original_seq,
+                     bint red=False, long long media_payload_type=0):
         """One allocation + one copy + the header patch (RFC 3550 §5.1); for RTX
-        (RFC 4588 §4) the original sequence number goes before the payload."""
+        (RFC 4588 §4) the original sequence number goes before the payload, for
+        RED (RFC 2198 §3) the primary block header."""
         cdef Py_ssize_t start = self._start(index)
         cdef Py_ssize_t length = self._offsets[index + 1] - start
         cdef Py_ssize_t header_size = self._header_size
+        cdef Py_ssize_t inserted = 2 * rtx + red
         cdef const unsigned char *source = self._data + start
         cdef Py_buffer ext_view
         cdef const unsigned char *ext_data = NULL
@@ -295,12 +298,17 @@ cdef class PacketBatch:
                 _check_ext(ext_length, self._ext_room)
             if rtx and not 0 <= original_seq <= 0xFFFF:
                 _check_range("original_seq", original_seq, 0, 0xFFFF)
-            result = PyBytes_FromStringAndSize(NULL, length + 2 * rtx)
+            if red and not 0 <= media_payload_type <= 127:
+                _check_range("media_payload_type", media_payload_type, 0, 127)
+            result = PyBytes_FromStringAndSize(NULL, length + inserted)
             out = <unsigned char *>PyBytes_AS_STRING(result)
-            if rtx:
+            if inserted:
                 memcpy(out, source, header_size)
-                rtp_put_be16(out + header_size, <uint16_t>original_seq)
-                memcpy(out + header_size + 2, source + header_size, length - header_size)
+                if rtx:
+                    rtp_put_be16(out + header_size, <uint16_t>original_seq)
+                else:
+                    out[header_size] = <unsigned char>media_payload_type  # F=0: primary block
+                memcpy(out + header_size + inserted, source + header_size, length - header_size)
             else:
                 memcpy(out, source, length)
             out[1] = (out[1] & MARKER_BIT) | <unsigned char>payload_type
@@ -328,6 +336,17 @@ cdef class PacketBatch:
         sequence number, the original timestamp and marker, then the original
         sequence number (OSN) before the original payload."""
         return self._copy(index, payload_type, ssrc, seq, ext, True, original_seq)
+
+    def write_red(self, Py_ssize_t index, long long red_payload_type,
+                  long long media_payload_type, long long ssrc, long long seq, ext=b""):
+        """RFC 2198 §3 RED packet (primary block only) carrying packet `index`: the
+        header with PT=red and the extension block, the block header F=0|media PT,
+        then the media payload. As libwebrtc's RED for ULPFEC (rtp_sender_video.cc
+        BuildRedPayload): header extensions stay in the outer header; unwrapped
+        (outer header with the media PT, payload after the block header) it is
+        write(index, media_payload_type, ...), the packet ULPFEC protects."""
+        return self._copy(index, red_payload_type, ssrc, seq, ext, False, 0, True,
+                          media_payload_type)
 
 
 cdef class _Packetizer:
