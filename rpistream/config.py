@@ -517,10 +517,11 @@ class CameraConfig(_Section):
     # second at 30 fps) a repair comes too late to be shown.
     fec_max_frames: int = key(
         Int(1, 10),
-        "Most frames one FEC group spans. Small delta frames are one or two "
-        "packets; grouping a few costs less overhead at the price of that much "
-        "delay before a loss can be repaired.",
-        3)
+        "Most frames one FEC group spans. 1: every frame's FEC follows it at "
+        "once. Grouping small frames costs less overhead, but Chrome does not "
+        "wait for late repairs: at 10 % loss, H.264 without NACK played at "
+        "30 fps with 1 and froze with 3.",
+        1)
     retransmit: bool = key(
         Bool(),
         "Answer the viewers' NACKs with retransmissions (RTX where negotiated).",

@@ -12,11 +12,12 @@ APT_PACKAGES="ca-certificates python3 python3-venv python3-dev build-essential"
 # To test: GStreamer is an independent RTP depacketizer and decoder (-good,
 # -libav) and an independent WebRTC client (webrtcbin in -bad, libnice ICE,
 # driven from Debian's python3 through gi); Chromium is the real browser the
-# end-to-end tests drive with Playwright; node runs the block-code reader.
+# end-to-end tests drive with Playwright; node runs the block-code reader;
+# iproute2 and nftables make the lossy links the FEC tests run over.
 TEST_PACKAGES="gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-nice python3-gi
   gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0
-  chromium fonts-dejavu-core nodejs"
+  chromium fonts-dejavu-core nodejs iproute2 nftables"
 EXTRAS=""
 if [ "${1:-}" = "--test" ]; then
     APT_PACKAGES="$APT_PACKAGES $TEST_PACKAGES"

@@ -28,8 +28,6 @@ FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--no-first-run", "--disable-quic",
-    # Any host name fails to resolve: nothing but 127.0.0.1 can be reached.
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     "--allow-loopback-in-peer-connection",
     "--use-fake-ui-for-media-stream",
     "--disable-features=" + ",".join(DISABLED_FEATURES),
@@ -43,14 +41,18 @@ def available() -> bool:
 
 
 @contextlib.asynccontextmanager
-async def chromium(user_data_dir: Path):
+async def chromium(user_data_dir: Path, executable: Path = CHROMIUM, host: str = "127.0.0.1"):
     """A headless Chromium browser context with a fresh profile in
-    `user_data_dir`; closed on exit whatever happens."""
+    `user_data_dir`; closed on exit whatever happens. `executable` may be a
+    wrapper that starts Chromium elsewhere (in a network namespace), `host` the
+    server's address there."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
-            str(user_data_dir), executable_path=str(CHROMIUM), args=FLAGS, headless=True,
+            str(user_data_dir), executable_path=str(executable),
+            # Any host name fails to resolve: nothing but the server can be reached.
+            args=[*FLAGS, f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {host}"], headless=True,
             timeout=LAUNCH_TIMEOUT_MS)
         context.set_default_timeout(ACTION_TIMEOUT_MS)
         try:

@@ -16,12 +16,13 @@ def camera(name: str = "cam0", codec: str = "h264", source: str = "testpattern",
 
 
 @contextlib.asynccontextmanager
-async def serving(*cameras: dict, limits: dict | None = None):
+async def serving(*cameras: dict, limits: dict | None = None, address: str = "127.0.0.1"):
     """A started Server with these cameras (default: one small H.264 test
-    pattern) listening on 127.0.0.1 at a free port, offering only 127.0.0.1 as
-    ICE candidate; stopped on exit whatever happens."""
+    pattern) listening on `address` (loopback, or a test namespace's) at a free
+    port, offering only that address as ICE candidate; stopped on exit
+    whatever happens."""
     config = parse_config({
-        "server": {"host": "127.0.0.1", "port": 0, "ice_hosts": ["127.0.0.1"]},
+        "server": {"host": address, "port": 0, "ice_hosts": [address]},
         "camera": list(cameras) or [camera()],
         "limits": limits or {},
     })
@@ -34,4 +35,4 @@ async def serving(*cameras: dict, limits: dict | None = None):
 
 
 def base_url(server: Server) -> str:
-    return f"http://127.0.0.1:{server.port}"
+    return f"http://{server.config.server.host}:{server.port}"

@@ -7,6 +7,8 @@ import logging
 import secrets
 import time
 
+from rpistream.stream.fec_groups import FecGrouper, adaptive_rate
+
 logger = logging.getLogger("rpistream.broadcaster")
 
 RTP_CLOCK_RATE = 90_000  # RFC 6184 §5.1 / RFC 7741 §4.1: video timestamps are 90 kHz
@@ -24,13 +26,17 @@ class Broadcaster:
     that stayed behind too long: no task per viewer.
     """
 
-    def __init__(self, name: str, ring, source, packetizer, *, keyframe_min_interval: float):
+    def __init__(self, name: str, ring, source, packetizer, *, keyframe_min_interval: float,
+                 fec_rate="adaptive", fec_max_frames: int = 1):
         self.name = name
         self.ring = ring
         self.source = source
         self.packetizer = packetizer
         self.viewers: dict[str, object] = {}
         self._keyframe_min_interval = keyframe_min_interval
+        self._fec_rate = fec_rate  # "adaptive" or a percentage
+        self._fec_max_frames = fec_max_frames
+        self._fec: dict[str, FecGrouper] = {}  # scheme -> grouper, while a viewer uses it
         self._last_keyframe_request = -keyframe_min_interval
         # RFC 3550 §5.1: the timestamp starts at a random value. One origin per
         # camera, shared by all its viewers (FEC parity XORs timestamps).
@@ -89,8 +95,41 @@ class Broadcaster:
             self.frames += 1
             self.keyframes += batch.keyframe
             self.last_frame_time = time.monotonic()
-            for viewer in list(self.viewers.values()):
-                viewer.offer(batch)
+            self._fan_out(batch)
+
+    def _fan_out(self, batch) -> None:
+        """The frame to every viewer, with the FEC of each scheme in use
+        computed once, around it in the order the groups require."""
+        viewers = list(self.viewers.values())
+        schemes = {v.params.fec_scheme for v in viewers} - {None}
+        for scheme in set(self._fec) - schemes:
+            del self._fec[scheme]  # nobody uses it: let go of its frames
+        after = []
+        for scheme in schemes:
+            grouper = self._fec.get(scheme)
+            if grouper is None:
+                grouper = self._fec[scheme] = FecGrouper(scheme, max_frames=self._fec_max_frames)
+            before, later = grouper.add(batch, self.fec_rate(scheme))
+            self._offer_fec(before, viewers)
+            after += later
+        for viewer in viewers:
+            viewer.offer(batch)
+        self._offer_fec(after, viewers)
+
+    @staticmethod
+    def _offer_fec(groups, viewers) -> None:
+        for group in groups:
+            for viewer in viewers:
+                if viewer.params.fec_scheme == group.scheme:
+                    viewer.offer_fec(group)
+
+    def fec_rate(self, scheme: str) -> float:
+        """FEC packets per media packet: fixed, or from the worst loss that the
+        scheme's viewers report."""
+        if self._fec_rate != "adaptive":
+            return self._fec_rate / 100
+        losses = [v.loss for v in self.viewers.values() if v.params.fec_scheme == scheme]
+        return adaptive_rate(max(losses, default=0.0))
 
     # --- viewers ------------------------------------------------------------------
 
@@ -143,6 +182,9 @@ class Broadcaster:
             "keyframe_requests": self.keyframe_requests,
             "keyframe_requests_suppressed": self.keyframe_requests_suppressed,
             "viewers": len(self.viewers),
+            "fec": {scheme: {"groups": g.groups, "packets": g.fec_packets,
+                             "rate": round(self.fec_rate(scheme), 3)}
+                    for scheme, g in self._fec.items()},
             "ring": {"capacity": ring.capacity, "used": ring.used, "pushed": ring.pushed,
                      "dropped": ring.dropped, "skipped": ring.skipped,
                      "high_water": ring.high_water},

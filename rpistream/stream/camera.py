@@ -50,7 +50,9 @@ class Camera:
         packetizer_class = H264Packetizer if config.codec == "h264" else Vp8Packetizer
         self.packetizer = packetizer_class(mtu=MTU, ext_room=EXT_ROOM)
         self.broadcaster = Broadcaster(self.name, self.ring, self.source, self.packetizer,
-                                       keyframe_min_interval=keyframe_min_interval)
+                                       keyframe_min_interval=keyframe_min_interval,
+                                       fec_rate=config.fec_rate,
+                                       fec_max_frames=config.fec_max_frames)
         self.codec: RTCRtpCodecParameters | None = None
 
     @property

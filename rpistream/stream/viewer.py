@@ -25,6 +25,8 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from rpistream import fec
+from rpistream.stream.fec_groups import FecGroup
 from rpistream.stream.history import PacketHistory
 
 logger = logging.getLogger("rpistream.viewer")
@@ -33,10 +35,18 @@ logger = logging.getLogger("rpistream.viewer")
 # round trip worth repairing by retransmission. A power of two, so slots stay
 # in order across the 16-bit sequence number wrap.
 HISTORY_PACKETS = 1024
+# Frames whose first sequence number is remembered, to place FEC groups (at
+# most 10 frames each, config fec_max_frames) on this viewer's numbering.
+SENT_FRAMES_REMEMBERED = 16
 # RFC 8285 §4.2 one-byte element header: ID in the high nibble, length - 1 low.
 ABS_SEND_TIME_ELEMENT_SIZE = 4
 MAX_MID_ELEMENT = 16
 SDES_CNAME = 1  # RFC 3550 §6.5.1
+# Loss is measured over at least this long: browsers put a report block in
+# every RTCP packet, NACKs included (RFC 4585 §3.1), so the fraction lost
+# since the previous report often covers a few milliseconds and swings from
+# 0 to 100 %.
+LOSS_WINDOW = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,13 @@ class ViewerParameters:
     mid_extension_id: int | None
     abs_send_time_extension_id: int | None
     cname: str
+    # FEC (DESIGN §3): None, "ulpfec" (every packet RED-wrapped, FEC in the media
+    # SSRC's sequence space) or "flexfec-03" (its own SSRC and sequence numbers).
+    fec_scheme: str | None = None
+    red_payload_type: int | None = None
+    ulpfec_payload_type: int | None = None
+    flexfec_payload_type: int | None = None
+    flexfec_ssrc: int | None = None
 
 
 def random_sequence_start() -> int:
@@ -89,6 +106,15 @@ class Viewer:
         self._seq = random_sequence_start()
         self._rtx_seq = random_sequence_start()
         self._mid_element = self._mid_element_for(params, ext_room)
+        self._ext_room = ext_room
+        # The elements as FEC computes them: abs-send-time's value zeroed (it
+        # is written at send time, after FEC; DESIGN §3).
+        self._fec_ext = self._mid_element + (
+            bytes([params.abs_send_time_extension_id << 4 | 2, 0, 0, 0])
+            if params.abs_send_time_extension_id else b"")
+        self._sent_frames: deque = deque(maxlen=SENT_FRAMES_REMEMBERED)  # (batch, first seq)
+        self._frame_first_seq = 0
+        self._fec_seq = random_sequence_start()
         self._waiting_for_keyframe = True
         self._behind_since: float | None = None
         self._closed = False
@@ -102,9 +128,13 @@ class Viewer:
         self.skips_to_keyframe = 0
         self.nacks_received = 0
         self.packets_retransmitted = 0
+        self.fec_packets_sent = 0
+        self.fec_groups_skipped = 0
         self.keyframe_requests = 0
         # From the viewer's RTCP.
         self.fraction_lost = 0.0
+        self.loss = 0.0  # over LOSS_WINDOW: what FEC adapts to
+        self._loss_mark: tuple[float, int, int] | None = None  # time, highest seq, lost
         self.packets_lost = 0
         self.jitter = 0
         self.rtt: float | None = None
@@ -147,6 +177,14 @@ class Viewer:
             return "waiting-for-keyframe"
         return "behind" if self._behind_since is not None else "streaming"
 
+    def offer_fec(self, group: FecGroup) -> None:
+        """Take FEC for frames already offered: sent after them, if this viewer
+        sent every one of them (else it protects nothing this viewer has)."""
+        if self._closed or self._waiting_for_keyframe:
+            return
+        self._queue.append(group)
+        self.flush()
+
     def offer(self, batch) -> None:
         """Take the camera's next frame: queue it and send what the socket takes."""
         if self._closed:
@@ -156,7 +194,7 @@ class Viewer:
                 self.frames_skipped += 1
                 return
             self._waiting_for_keyframe = False
-        elif len(self._queue) >= self._queue_frames:
+        elif sum(not isinstance(item, FecGroup) for item in self._queue) >= self._queue_frames:
             self._skip_to_keyframe()
             if not batch.keyframe:
                 self.frames_skipped += 1
@@ -166,7 +204,7 @@ class Viewer:
         self.flush()
 
     def _skip_to_keyframe(self) -> None:
-        self.frames_skipped += len(self._queue)
+        self.frames_skipped += sum(not isinstance(item, FecGroup) for item in self._queue)
         self.skips_to_keyframe += 1
         self._queue.clear()
         self._next_index = 0
@@ -178,26 +216,81 @@ class Viewer:
     def flush(self) -> None:
         """Send queued packets until the queue is empty or the socket backs up."""
         ext = self._extensions()
-        params = self.params
         while self._queue:
-            batch = self._queue[0]
-            for index in range(self._next_index, len(batch)):
-                packet = batch.write(index, params.payload_type, params.ssrc, self._seq, ext)
-                sent = self._send(packet)
-                if not sent:
-                    self._next_index = index
-                    if self._behind_since is None:
-                        self._behind_since = time.monotonic()
-                    return
-                self._history.store(self._seq, batch, index)
-                self._seq = (self._seq + 1) & 0xFFFF
-                self.packets_sent += 1
-                self.octets_sent += len(packet) - self._header_size
-                self.bytes_on_wire += sent
+            item = self._queue[0]
+            if isinstance(item, FecGroup):
+                self._send_fec(item, ext)
+            elif not self._send_frame(item, ext):
+                if self._behind_since is None:
+                    self._behind_since = time.monotonic()
+                return
             self._queue.popleft()
-            self._next_index = 0
-            self.frames_sent += 1
         self._behind_since = None
+
+    def _send_frame(self, batch, ext: bytes) -> bool:
+        """Send the rest of `batch`; False if the socket backed up first."""
+        params = self.params
+        red = params.fec_scheme == "ulpfec"
+        if self._next_index == 0:
+            self._frame_first_seq = self._seq
+        for index in range(self._next_index, len(batch)):
+            if red:  # RFC 2198 §3: once ULPFEC is on, every video packet is RED
+                packet = batch.write_red(index, params.red_payload_type, params.payload_type,
+                                         params.ssrc, self._seq, ext)
+            else:
+                packet = batch.write(index, params.payload_type, params.ssrc, self._seq, ext)
+            sent = self._send(packet)
+            if not sent:
+                self._next_index = index
+                return False
+            self._history.store(self._seq, batch, index)
+            self._seq = (self._seq + 1) & 0xFFFF
+            self.packets_sent += 1
+            self.octets_sent += len(packet) - self._header_size
+            self.bytes_on_wire += sent
+        self._next_index = 0
+        self.frames_sent += 1
+        self._sent_frames.append((batch, self._frame_first_seq))
+        return True
+
+    def _send_fec(self, group: FecGroup, ext: bytes) -> None:
+        """The group's FEC packets, numbered on this viewer's sequence: only if
+        it sent all the group's frames, one after the other. A backed-up socket
+        drops the rest of them: repair data is worth nothing late."""
+        sent = {id(batch): seq for batch, seq in self._sent_frames}
+        expected = sent.get(id(group.batches[0]))
+        if expected is None:
+            self.fec_groups_skipped += 1
+            return
+        sn_base = (expected + group.first) & 0xFFFF
+        for batch in group.batches:
+            if sent.get(id(batch)) != expected:
+                self.fec_groups_skipped += 1
+                return
+            expected = (expected + len(batch)) & 0xFFFF
+        params = self.params
+        timestamp = group.batches[-1].timestamp
+        for payload in group.payloads:
+            if group.scheme == "ulpfec":
+                # RFC 5109 §14.2: RED-wrapped, in the media SSRC's sequence space.
+                header = fec.rtp_header(params.red_payload_type, self._seq, timestamp,
+                                        params.ssrc, ext, self._ext_room)
+                packet = payload.write_packet(header, sn_base, params.ssrc, params.payload_type,
+                                              self._fec_ext, params.ulpfec_payload_type)
+            else:
+                header = fec.rtp_header(params.flexfec_payload_type, self._fec_seq, timestamp,
+                                        params.flexfec_ssrc, ext, self._ext_room)
+                packet = payload.write_packet(header, sn_base, params.ssrc, params.payload_type,
+                                              self._fec_ext)
+            written = self._send(packet)
+            if not written:
+                return
+            if group.scheme == "ulpfec":
+                self._seq = (self._seq + 1) & 0xFFFF
+            else:
+                self._fec_seq = (self._fec_seq + 1) & 0xFFFF
+            self.fec_packets_sent += 1
+            self.bytes_on_wire += written
 
     def request_keyframe(self, reason: str) -> None:
         self.keyframe_requests += 1
@@ -260,6 +353,16 @@ class Viewer:
     def _receiver_report(self, report) -> None:
         self.fraction_lost = report.fraction_lost / 256  # RFC 3550 §6.4.1: 8-bit fixed point
         self.packets_lost = report.packets_lost
+        # RFC 3550 §6.4.1: loss over a window from the cumulative counts.
+        now = time.monotonic()
+        mark = self._loss_mark
+        if mark is None:
+            self._loss_mark = (now, report.highest_sequence, report.packets_lost)
+        elif now - mark[0] >= LOSS_WINDOW:
+            expected = report.highest_sequence - mark[1]
+            if expected > 0:
+                self.loss = min(1.0, max(0.0, (report.packets_lost - mark[2]) / expected))
+            self._loss_mark = (now, report.highest_sequence, report.packets_lost)
         self.jitter = report.jitter
         if report.lsr and report.lsr == self._last_sr_ntp:
             # RFC 3550 §6.4.1: RTT = arrival - LSR - DLSR (DLSR in 1/65536 s).
@@ -278,7 +381,11 @@ class Viewer:
             if found is None:
                 continue
             batch, index = found
-            if params.rtx_payload_type is not None:
+            if params.fec_scheme == "ulpfec":
+                # No RTX for RED in the answer: the RED packet again, same number.
+                packet = batch.write_red(index, params.red_payload_type, params.payload_type,
+                                         params.ssrc, seq, ext)
+            elif params.rtx_payload_type is not None:
                 packet = batch.write_rtx(index, params.rtx_payload_type, params.rtx_ssrc,
                                          self._rtx_seq, seq, ext)
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
@@ -294,6 +401,8 @@ class Viewer:
             "session": self.session_id,
             "state": self.state,
             "payload_type": self.params.payload_type,
+            "fec": self.params.fec_scheme or "none",
+            "fec_packets_sent": self.fec_packets_sent,
             "queue_depth": len(self._queue),
             "packets_sent": self.packets_sent,
             "bytes_sent": self.bytes_on_wire,
@@ -304,6 +413,7 @@ class Viewer:
             "packets_retransmitted": self.packets_retransmitted,
             "keyframe_requests": self.keyframe_requests,
             "fraction_lost": self.fraction_lost,
+            "loss": round(self.loss, 4),
             "packets_lost": self.packets_lost,
             "jitter": self.jitter,
             "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),

@@ -51,10 +51,12 @@ def parse_offer(sdp: str, camera_name: str):
     return media
 
 
-def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str) -> list:
+def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str, fec_setting: str
+                  ) -> tuple[list, str | None]:
     """The camera's codec under the payload type the offer gave it, with the
-    offer's RTX for it if any: what the answer lists (RFC 3264 §6.1: the
-    answerer keeps the offerer's payload type numbers)."""
+    offer's RTX for it if any, then what the chosen FEC scheme needs (after the
+    media codecs: aiortc sends with the first codec listed). RFC 3264 §6.1:
+    the answerer keeps the offerer's payload type numbers."""
     for offered in media.rtp.codecs:
         if is_codec_compatible(codec, offered):
             break
@@ -65,13 +67,65 @@ def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str) -> list
     chosen = [RTCRtpCodecParameters(mimeType=codec.mimeType, clockRate=codec.clockRate,
                                     payloadType=offered.payloadType, rtcpFeedback=feedback,
                                     parameters=dict(codec.parameters))]
+    rtx = offered_rtx(media, offered.payloadType)
+    if rtx is not None:
+        chosen.append(rtx)
+    scheme = choose_fec(media, codec, fec_setting)
+    if scheme == "ulpfec":
+        chosen += [copy_codec(offered_codec(media, "video/red")),
+                   copy_codec(offered_codec(media, "video/ulpfec"))]
+    elif scheme == "flexfec-03":
+        chosen.append(copy_codec(offered_codec(media, "video/flexfec-03")))
+    return chosen, scheme
+
+
+def offered_codec(media, mime_type: str):
+    return next((c for c in media.rtp.codecs if c.mimeType.lower() == mime_type.lower()), None)
+
+
+def offered_rtx(media, apt: int):
     for rtx in media.rtp.codecs:
-        if rtx.mimeType.lower() == "video/rtx" and rtx.parameters.get("apt") == offered.payloadType:
-            chosen.append(RTCRtpCodecParameters(mimeType="video/rtx", clockRate=codec.clockRate,
-                                                payloadType=rtx.payloadType,
-                                                parameters={"apt": offered.payloadType}))
-            break
-    return chosen
+        if rtx.mimeType.lower() == "video/rtx" and rtx.parameters.get("apt") == apt:
+            return RTCRtpCodecParameters(mimeType="video/rtx", clockRate=rtx.clockRate,
+                                         payloadType=rtx.payloadType, parameters={"apt": apt})
+    return None
+
+
+def copy_codec(offered) -> RTCRtpCodecParameters:
+    return RTCRtpCodecParameters(mimeType=offered.mimeType, clockRate=offered.clockRate,
+                                 payloadType=offered.payloadType,
+                                 parameters=dict(offered.parameters))
+
+
+def choose_fec(media, codec: RTCRtpCodecParameters, setting: str) -> str | None:
+    """DESIGN §3: FlexFEC-03 for H.264 (a lost ULPFEC packet would leave a gap
+    in H.264's sequence numbers that stalls it until a keyframe), RED+ULPFEC
+    for VP8, none when the offer has neither (Firefox offers no FlexFEC)."""
+    ulpfec = offered_codec(media, "video/red") and offered_codec(media, "video/ulpfec")
+    flexfec = offered_codec(media, "video/flexfec-03")
+    if setting == "off":
+        return None
+    if setting == "ulpfec":
+        return "ulpfec" if ulpfec else None
+    if setting == "flexfec":
+        return "flexfec-03" if flexfec else None
+    if codec.mimeType.lower() == "video/h264":
+        return "flexfec-03" if flexfec else None
+    return "ulpfec" if ulpfec else "flexfec-03" if flexfec else None
+
+
+def announce_flexfec_ssrc(sdp: str, media_ssrc: int, fec_ssrc: int) -> str:
+    """Chrome uses FlexFEC only when the answer names the FEC stream:
+    `a=ssrc-group:FEC-FR <media> <fec>` and its own `a=ssrc` lines (DESIGN §3)."""
+    lines = sdp.split("\r\n")
+    media_lines = [i for i, line in enumerate(lines) if line.startswith(f"a=ssrc:{media_ssrc} ")]
+    if not media_lines:
+        return sdp
+    fec_lines = [f"a=ssrc-group:FEC-FR {media_ssrc} {fec_ssrc}"] + [
+        lines[i].replace(f"a=ssrc:{media_ssrc} ", f"a=ssrc:{fec_ssrc} ", 1) for i in media_lines]
+    end = max(i for i, line in enumerate(lines)
+              if line.startswith(("a=ssrc:", "a=ssrc-group:"))) + 1
+    return "\r\n".join(lines[:end] + fec_lines + lines[end:])
 
 
 def describe_codec(codec: RTCRtpCodecParameters) -> str:
@@ -93,6 +147,8 @@ class PeerSession:
         self.id = secrets.token_urlsafe(16)
         self.camera = camera
         self.viewer: Viewer | None = None
+        self.fec_scheme: str | None = None
+        self._flexfec_ssrc = secrets.randbits(32)
         self.close_reason: str | None = None
         self._queue_frames = queue_frames
         self._slow_timeout = slow_timeout
@@ -109,7 +165,8 @@ class PeerSession:
     async def answer(self, offer_sdp: str) -> str:
         """Negotiate: the answer SDP, with every local ICE candidate in it."""
         media = parse_offer(offer_sdp, self.camera.name)
-        codecs = answer_codecs(media, self.camera.codec, self.camera.name)
+        codecs, self.fec_scheme = answer_codecs(media, self.camera.codec, self.camera.name,
+                                                self.camera.config.fec)
         transceiver = self.pc.addTransceiver("video", direction="sendonly")
         self._ssrc, self._rtx_ssrc = aiortc_internals.take_over_sender(
             transceiver, self._on_dtls_connected, self._on_sender_stop)
@@ -122,7 +179,10 @@ class PeerSession:
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._ice_timer = asyncio.get_running_loop().call_later(
             self._ice_timeout, self._ice_timed_out)
-        return self.pc.localDescription.sdp
+        answer = self.pc.localDescription.sdp
+        if self.fec_scheme == "flexfec-03":
+            answer = announce_flexfec_ssrc(answer, self._ssrc, self._flexfec_ssrc)
+        return answer
 
     async def add_candidates(self, sdpfrag: str) -> int:
         """Trickled remote candidates (RFC 8840 SDP fragment): how many were added."""
@@ -146,17 +206,21 @@ class PeerSession:
         """aiortc's sender.send(): DTLS is up and the parameters are final."""
         if self.close_reason is not None:
             return
-        codec, rtx = parameters.codecs[0], None
-        for other in parameters.codecs[1:]:
-            if other.mimeType.lower() == "video/rtx" and other.parameters.get("apt") == codec.payloadType:
-                rtx = other
+        codecs = parameters.codecs
+        codec = codecs[0]
+        pts = {c.mimeType.lower(): c.payloadType for c in codecs[1:]}
+        rtx = next((c for c in codecs[1:] if c.mimeType.lower() == "video/rtx"
+                    and c.parameters.get("apt") == codec.payloadType), None)
         ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
         params = ViewerParameters(
             payload_type=codec.payloadType, ssrc=self._ssrc,
             rtx_payload_type=rtx.payloadType if rtx else None, rtx_ssrc=self._rtx_ssrc,
             mid=parameters.muxId, mid_extension_id=ids.get(MID_URI),
             abs_send_time_extension_id=ids.get(ABS_SEND_TIME_URI),
-            cname=parameters.rtcp.cname or "rpistream")
+            cname=parameters.rtcp.cname or "rpistream",
+            fec_scheme=self.fec_scheme, red_payload_type=pts.get("video/red"),
+            ulpfec_payload_type=pts.get("video/ulpfec"),
+            flexfec_payload_type=pts.get("video/flexfec-03"), flexfec_ssrc=self._flexfec_ssrc)
         broadcaster = self.camera.broadcaster
         self.viewer = Viewer(
             self.id, params, send=aiortc_internals.datagram_sender(self._dtls),
@@ -169,8 +233,9 @@ class PeerSession:
         broadcaster.add_viewer(self.viewer)
         if self._ice_timer is not None:
             self._ice_timer.cancel()
-        logger.info("session %s: watching camera %s (payload type %d%s)", self.id,
-                    self.camera.name, codec.payloadType, ", RTX" if rtx else "")
+        logger.info("session %s: watching camera %s (payload type %d%s, FEC %s)", self.id,
+                    self.camera.name, codec.payloadType, ", RTX" if rtx else "",
+                    self.fec_scheme or "none")
 
     async def _on_sender_stop(self) -> None:
         """aiortc's sender.stop(), called from pc.close(): nothing of aiortc's runs."""

@@ -307,6 +307,7 @@ class Player {
       rttMs: pair?.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null,
       freezes: inbound.freezeCount ?? null,
       framesDropped: inbound.framesDropped ?? null,
+      fecPackets: inbound.fecPacketsReceived ?? null,
       size: inbound.frameWidth ? `${inbound.frameWidth}x${inbound.frameHeight}` : null,
       codec: report.get(inbound.codecId)?.mimeType?.replace("video/", "") ?? null,
       latencyMs: this.recentLatencyMs(),
@@ -346,6 +347,7 @@ class Player {
       `loss     ${show(s.lossPercent, 2, " %")} (${s.packetsLost ?? 0} packets)`,
       `rtt      ${show(s.rttMs, 1, " ms")}`,
       `freezes  ${s.freezes ?? "—"}`,
+      `fec      ${s.fecPackets ?? "—"} packets`,
       `latency  ${show(s.latencyMs, 0, " ms")}`,
     ].join("\n");
   }
