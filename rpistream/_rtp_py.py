@@ -182,14 +182,18 @@ class PacketBatch:
         return header + self._view[start + self._header_size:end]
 
     def write_rtx(self, index: int, payload_type: int, ssrc: int, seq: int,
-                  original_seq: int, ext: bytes = b"") -> bytes:
+                  original_seq: int, ext: bytes = b"", red_block_type: int = -1) -> bytes:
         """RFC 4588 §4 retransmission of packet `index`: RTX payload type, SSRC and
         sequence number, the original timestamp and marker, then the original
-        sequence number (OSN) before the original payload."""
+        sequence number (OSN) before the original payload. With red_block_type
+        >= 0 the original was its write_red(): the RTX payload is the OSN and
+        then that RED payload (block header F=0|red_block_type, media payload)."""
         start, end = self._bounds(index)
         header = self._header(start, payload_type, ssrc, seq, ext)
         _check_range("original_seq", original_seq, 0, 0xFFFF)
-        return b"".join((header, _SEQ.pack(original_seq),
+        _check_range("red_block_type", red_block_type, -1, 127)
+        red = bytes((red_block_type,)) if red_block_type >= 0 else b""
+        return b"".join((header, _SEQ.pack(original_seq), red,
                          self._view[start + self._header_size:end]))
 
     def write_red(self, index: int, red_payload_type: int, media_payload_type: int,

@@ -107,3 +107,30 @@ async def test_fec_repairs_what_nack_may_not(codec, scheme, tmp_path):
         assert fec["lost"] > 0 and plain["lost"] > 0, "the link really lost packets"
         assert fec["shown"] > plain["shown"], (loss, results)
         assert fec["frozen_ms"] < plain["frozen_ms"], (loss, results)
+
+
+@pytest.mark.parametrize("codec, scheme", [("h264", "flexfec-03"), ("vp8", "ulpfec")])
+async def test_fec_and_retransmission_together_keep_the_picture_moving(codec, scheme, tmp_path):
+    """The default set-up at 5 % loss: FEC repairs most losses, RTX the rest
+    (for VP8 the RTX of RED packets, apt=red); nothing freezes."""
+    with netns.Link(codec[:2]) as link:
+        with link.in_server():
+            picture = {**PICTURE, "retransmit": True}
+            async with serving(camera("cam", codec, **picture), address=link.server_ip) as server:
+                wrapper = link.client_wrapper(tmp_path, str(chromium.CHROMIUM))
+                async with chromium.chromium(tmp_path / "profile", wrapper,
+                                             link.server_ip) as browser:
+                    page = await browser.new_page()
+                    await page.goto(f"http://{link.server_ip}:{server.port}/?camera=cam")
+                    await wait_playing(page, ["cam"])
+                    link.loss(5)
+                    since = await page.evaluate("Date.now()")
+                    await asyncio.sleep(PHASE_SECONDS)
+                    until = await page.evaluate("Date.now()")
+                    codes = await chromium.block_codes_since(page, "cam", since)
+                    link.loss(0)
+                    viewer = next(iter(server.sessions.sessions.values())).viewer.stats()
+    print(f"{codec}: shown {shown(codes)}, frozen {frozen_ms(codes, since, until)} ms, {viewer}")
+    assert viewer["fec"] == scheme and viewer["fec_packets_sent"] > 0
+    assert viewer["packets_retransmitted"] > 0
+    assert frozen_ms(codes, since, until) < 1000

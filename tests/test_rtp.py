@@ -584,3 +584,17 @@ def test_write_errors(rtp):
     for call, error, message in cases:
         with pytest.raises(error, match=message):
             call()
+
+
+def test_rtx_of_a_red_packet_carries_the_red_payload(rtp):
+    """RFC 4588 §4 over RFC 2198: what an RTX stream with apt=red resends is the
+    RED packet's payload (block header + media payload) after the OSN."""
+    batch = rtp.Vp8Packetizer(mtu=1200, ext_room=8).packetize(bytes(3000), 90000, True)
+    red = batch.write_red(1, 118, 96, 0xABC, 400, b"\x10" + b"0")
+    rtx = batch.write_rtx(1, 119, 0xDEF, 7, 400, b"\x10" + b"0", red_block_type=96)
+    header = 12 + 4 + 8
+    assert rtx[header:header + 2] == struct.pack("!H", 400)
+    assert rtx[header + 2:] == red[header:]
+    assert rtx[1] & 0x7F == 119 and struct.unpack_from("!I", rtx, 8)[0] == 0xDEF
+    with pytest.raises(ValueError, match=r"red_block_type must be -1\.\.127, got 128"):
+        batch.write_rtx(1, 119, 0xDEF, 7, 400, b"", red_block_type=128)

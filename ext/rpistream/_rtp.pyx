@@ -306,8 +306,8 @@ cdef class PacketBatch:
                 memcpy(out, source, header_size)
                 if rtx:
                     rtp_put_be16(out + header_size, <uint16_t>original_seq)
-                else:
-                    out[header_size] = <unsigned char>media_payload_type  # F=0: primary block
+                if red:  # F=0: the primary block, after the OSN in RTX of RED
+                    out[header_size + 2 * rtx] = <unsigned char>media_payload_type
                 memcpy(out + header_size + inserted, source + header_size, length - header_size)
             else:
                 memcpy(out, source, length)
@@ -331,11 +331,17 @@ cdef class PacketBatch:
         return self._copy(index, payload_type, ssrc, seq, ext, False, 0)
 
     def write_rtx(self, Py_ssize_t index, long long payload_type, long long ssrc,
-                  long long seq, long long original_seq, ext=b""):
+                  long long seq, long long original_seq, ext=b"",
+                  long long red_block_type=-1):
         """RFC 4588 §4 retransmission of packet `index`: RTX payload type, SSRC and
         sequence number, the original timestamp and marker, then the original
-        sequence number (OSN) before the original payload."""
-        return self._copy(index, payload_type, ssrc, seq, ext, True, original_seq)
+        sequence number (OSN) before the original payload. With red_block_type
+        >= 0 the original was its write_red(): the RTX payload is the OSN and
+        then that RED payload (block header F=0|red_block_type, media payload)."""
+        if not -1 <= red_block_type <= 127:
+            _check_range("red_block_type", red_block_type, -1, 127)
+        return self._copy(index, payload_type, ssrc, seq, ext, True, original_seq,
+                          red_block_type >= 0, red_block_type)
 
     def write_red(self, Py_ssize_t index, long long red_payload_type,
                   long long media_payload_type, long long ssrc, long long seq, ext=b""):

@@ -65,6 +65,7 @@ class ViewerParameters:
     # SSRC's sequence space) or "flexfec-03" (its own SSRC and sequence numbers).
     fec_scheme: str | None = None
     red_payload_type: int | None = None
+    rtx_red_payload_type: int | None = None  # RTX with apt=red
     ulpfec_payload_type: int | None = None
     flexfec_payload_type: int | None = None
     flexfec_ssrc: int | None = None
@@ -381,8 +382,14 @@ class Viewer:
             if found is None:
                 continue
             batch, index = found
-            if params.fec_scheme == "ulpfec":
-                # No RTX for RED in the answer: the RED packet again, same number.
+            if params.fec_scheme == "ulpfec" and params.rtx_red_payload_type is not None:
+                # The packet went out as RED: RTX with apt=red resends that.
+                packet = batch.write_rtx(index, params.rtx_red_payload_type, params.rtx_ssrc,
+                                         self._rtx_seq, seq, ext,
+                                         red_block_type=params.payload_type)
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            elif params.fec_scheme == "ulpfec":
+                # No RTX for RED negotiated: the RED packet again, same number.
                 packet = batch.write_red(index, params.red_payload_type, params.payload_type,
                                          params.ssrc, seq, ext)
             elif params.rtx_payload_type is not None:

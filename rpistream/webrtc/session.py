@@ -72,8 +72,12 @@ def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str, fec_set
         chosen.append(rtx)
     scheme = choose_fec(media, codec, fec_setting)
     if scheme == "ulpfec":
-        chosen += [copy_codec(offered_codec(media, "video/red")),
-                   copy_codec(offered_codec(media, "video/ulpfec"))]
+        red = offered_codec(media, "video/red")
+        chosen.append(copy_codec(red))
+        rtx_red = offered_rtx(media, red.payloadType)
+        if rtx_red is not None and rtx is not None:
+            chosen.append(rtx_red)  # retransmissions of RED packets (RFC 4588 over 2198)
+        chosen.append(copy_codec(offered_codec(media, "video/ulpfec")))
     elif scheme == "flexfec-03":
         chosen.append(copy_codec(offered_codec(media, "video/flexfec-03")))
     return chosen, scheme
@@ -209,16 +213,18 @@ class PeerSession:
         codecs = parameters.codecs
         codec = codecs[0]
         pts = {c.mimeType.lower(): c.payloadType for c in codecs[1:]}
-        rtx = next((c for c in codecs[1:] if c.mimeType.lower() == "video/rtx"
-                    and c.parameters.get("apt") == codec.payloadType), None)
+        rtx_for = {c.parameters.get("apt"): c.payloadType for c in codecs[1:]
+                   if c.mimeType.lower() == "video/rtx"}
+        rtx = rtx_for.get(codec.payloadType)
         ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
         params = ViewerParameters(
             payload_type=codec.payloadType, ssrc=self._ssrc,
-            rtx_payload_type=rtx.payloadType if rtx else None, rtx_ssrc=self._rtx_ssrc,
+            rtx_payload_type=rtx, rtx_ssrc=self._rtx_ssrc,
             mid=parameters.muxId, mid_extension_id=ids.get(MID_URI),
             abs_send_time_extension_id=ids.get(ABS_SEND_TIME_URI),
             cname=parameters.rtcp.cname or "rpistream",
             fec_scheme=self.fec_scheme, red_payload_type=pts.get("video/red"),
+            rtx_red_payload_type=rtx_for.get(pts.get("video/red")),
             ulpfec_payload_type=pts.get("video/ulpfec"),
             flexfec_payload_type=pts.get("video/flexfec-03"), flexfec_ssrc=self._flexfec_ssrc)
         broadcaster = self.camera.broadcaster
@@ -234,7 +240,7 @@ class PeerSession:
         if self._ice_timer is not None:
             self._ice_timer.cancel()
         logger.info("session %s: watching camera %s (payload type %d%s, FEC %s)", self.id,
-                    self.camera.name, codec.payloadType, ", RTX" if rtx else "",
+                    self.camera.name, codec.payloadType, ", RTX" if rtx is not None else "",
                     self.fec_scheme or "none")
 
     async def _on_sender_stop(self) -> None:
