@@ -21,7 +21,7 @@ TEST_PACKAGES="gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins
 EXTRAS=""
 if [ "${1:-}" = "--test" ]; then
     APT_PACKAGES="$APT_PACKAGES $TEST_PACKAGES"
-    EXTRAS="[test]"
+    EXTRAS="[test,bench]"
 fi
 
 missing=""
