@@ -229,26 +229,35 @@ class Viewer:
         self._behind_since = None
 
     def _send_frame(self, batch, ext: bytes) -> bool:
-        """Send the rest of `batch`; False if the socket backed up first."""
+        """Send the rest of `batch`; False if the socket backed up first.
+        The per-packet loop is the server's hottest Python: locals only."""
         params = self.params
-        red = params.fec_scheme == "ulpfec"
+        send, store, header_size = self._send, self._history.store, self._header_size
+        pt, ssrc, seq = params.payload_type, params.ssrc, self._seq
+        red_pt = params.red_payload_type if params.fec_scheme == "ulpfec" else None
         if self._next_index == 0:
-            self._frame_first_seq = self._seq
-        for index in range(self._next_index, len(batch)):
-            if red:  # RFC 2198 §3: once ULPFEC is on, every video packet is RED
-                packet = batch.write_red(index, params.red_payload_type, params.payload_type,
-                                         params.ssrc, self._seq, ext)
-            else:
-                packet = batch.write(index, params.payload_type, params.ssrc, self._seq, ext)
-            sent = self._send(packet)
-            if not sent:
-                self._next_index = index
-                return False
-            self._history.store(self._seq, batch, index)
-            self._seq = (self._seq + 1) & 0xFFFF
-            self.packets_sent += 1
-            self.octets_sent += len(packet) - self._header_size
-            self.bytes_on_wire += sent
+            self._frame_first_seq = seq
+        packets = octets = wire = 0
+        try:
+            for index in range(self._next_index, len(batch)):
+                if red_pt is None:
+                    packet = batch.write(index, pt, ssrc, seq, ext)
+                else:  # RFC 2198 §3: once ULPFEC is on, every video packet is RED
+                    packet = batch.write_red(index, red_pt, pt, ssrc, seq, ext)
+                sent = send(packet)
+                if not sent:
+                    self._next_index = index
+                    return False
+                store(seq, batch, index)
+                seq = (seq + 1) & 0xFFFF
+                packets += 1
+                octets += len(packet) - header_size
+                wire += sent
+        finally:
+            self._seq = seq
+            self.packets_sent += packets
+            self.octets_sent += octets
+            self.bytes_on_wire += wire
         self._next_index = 0
         self.frames_sent += 1
         self._sent_frames.append((batch, self._frame_first_seq))
