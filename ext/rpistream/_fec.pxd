@@ -1,11 +1,9 @@
+from rpistream.byteorder cimport get_be16, put_be16, put_be32
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
 
 cdef extern from "fec.h" nogil:
     void fec_xor(unsigned char *dst, const unsigned char *src, Py_ssize_t size) noexcept
-    uint16_t fec_get_be16(const unsigned char *p) noexcept
-    void fec_put_be16(unsigned char *p, uint16_t value) noexcept
-    void fec_put_be32(unsigned char *p, uint32_t value) noexcept
 
 
 # Wire sizes the C code lays out; the Python-level constants, with their RFC

@@ -106,25 +106,25 @@ cdef void fill_fec(FecJob *job, const unsigned char **data, const Py_ssize_t *le
     memcpy(out + 4, timestamp, 4)
     if flexfec:
         out[0] = byte0 & 0x3F  # R=0, F=0
-        fec_put_be16(out + 2, length)
+        put_be16(out + 2, length)
         out[8] = 1  # SSRCCount; reserved, protected SSRC and SN base: zero
         if job.header_size == FLEXFEC_BASE_HEADER + 2:
-            fec_put_be16(out + 18, <uint16_t>(0x8000 | ((wire >> 33) & 0x7FFF)))
+            put_be16(out + 18, <uint16_t>(0x8000 | ((wire >> 33) & 0x7FFF)))
         elif job.header_size == FLEXFEC_BASE_HEADER + 6:
-            fec_put_be16(out + 18, <uint16_t>((wire >> 33) & 0x7FFF))
-            fec_put_be32(out + 20, <uint32_t>((<uint64_t>1 << 31) | ((wire >> 2) & 0x7FFFFFFF)))
+            put_be16(out + 18, <uint16_t>((wire >> 33) & 0x7FFF))
+            put_be32(out + 20, <uint32_t>((<uint64_t>1 << 31) | ((wire >> 2) & 0x7FFFFFFF)))
         else:
-            fec_put_be16(out + 18, <uint16_t>((wire >> 33) & 0x7FFF))
-            fec_put_be32(out + 20, <uint32_t>((wire >> 2) & 0x7FFFFFFF))
+            put_be16(out + 18, <uint16_t>((wire >> 33) & 0x7FFF))
+            put_be32(out + 20, <uint32_t>((wire >> 2) & 0x7FFFFFFF))
             out[24] = 0x80 | <unsigned char>((wire & 3) << 5)
     else:
         # RFC 5109 §7.3: E=0, L, P/X/CC recovery; SN base zero; §7.4 level 0.
         out[0] = (byte0 & 0x3F) | (0x40 if job.header_size == ULPFEC_LONG_HEADER else 0)
-        fec_put_be16(out + 8, length)
-        fec_put_be16(out + 10, <uint16_t>job.protection_length)
-        fec_put_be16(out + 12, <uint16_t>(wire >> 32))
+        put_be16(out + 8, length)
+        put_be16(out + 10, <uint16_t>job.protection_length)
+        put_be16(out + 12, <uint16_t>(wire >> 32))
         if job.header_size == ULPFEC_LONG_HEADER:
-            fec_put_be32(out + 14, <uint32_t>wire)
+            put_be32(out + 14, <uint32_t>wire)
 
 
 cdef inline void ext_layout(const unsigned char *packet, Py_ssize_t length,
@@ -133,8 +133,8 @@ cdef inline void ext_layout(const unsigned char *packet, Py_ssize_t length,
     cdef Py_ssize_t block = FIXED_HEADER + 4 * (packet[0] & 0x0F)
     offset[0] = block - FIXED_HEADER + 4
     room[0] = 0
-    if packet[0] & 0x10 and length >= block + 4 and fec_get_be16(packet + block) == BEDE:
-        room[0] = 4 * fec_get_be16(packet + block + 2)
+    if packet[0] & 0x10 and length >= block + 4 and get_be16(packet + block) == BEDE:
+        room[0] = 4 * get_be16(packet + block + 2)
         if room[0] > length - block - 4:
             room[0] = length - block - 4
 
@@ -191,10 +191,10 @@ cdef class FecPayload:
             if release:
                 PyBuffer_Release(&ext_view)
         if self._flexfec:
-            fec_put_be32(out + 12, <uint32_t>media_ssrc)
-            fec_put_be16(out + 16, <uint16_t>sn_base)
+            put_be32(out + 12, <uint32_t>media_ssrc)
+            put_be16(out + 16, <uint16_t>sn_base)
         else:
-            fec_put_be16(out + 2, <uint16_t>sn_base)  # RFC 5109 §7.3: SN base
+            put_be16(out + 2, <uint16_t>sn_base)  # RFC 5109 §7.3: SN base
         return 0
 
     def write(self, long long sn_base, long long media_ssrc, long long payload_type,

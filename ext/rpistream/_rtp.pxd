@@ -1,9 +1,8 @@
+from rpistream.byteorder cimport get_be16, put_be16, put_be32
 from libc.stdint cimport uint16_t, uint32_t
 
 
 cdef extern from "rtp.h" nogil:
-    void rtp_put_be16(unsigned char *p, uint16_t value) noexcept
-    void rtp_put_be32(unsigned char *p, uint32_t value) noexcept
     Py_ssize_t rtp_find_start_code(const unsigned char *data, Py_ssize_t start,
                                    Py_ssize_t size) noexcept
 

@@ -76,7 +76,7 @@ cdef void layout_vp8(Layout *layout, const unsigned char *frame, Py_ssize_t size
         # RFC 7741 §4.2: X=1, S only on the first packet, PID=0; I=1; M=1 + PictureID.
         payload[0] = 0x90 if index == 0 else 0x80
         payload[1] = 0x80
-        rtp_put_be16(payload + 2, 0x8000 | picture_id)
+        put_be16(payload + 2, 0x8000 | picture_id)
         memcpy(payload + VP8_DESCRIPTOR, frame, chunk)
         frame += chunk
         layout.position += VP8_DESCRIPTOR + chunk
@@ -170,7 +170,7 @@ cdef void layout_h264(Layout *layout, const unsigned char *frame, const Py_ssize
                 forbidden |= nal[0] & 0x80
                 if nal[0] & 0x60 > nri:
                     nri = nal[0] & 0x60
-                rtp_put_be16(layout.data + layout.position, <uint16_t>length)
+                put_be16(layout.data + layout.position, <uint16_t>length)
                 memcpy(layout.data + layout.position + STAP_A_LENGTH, nal, length)
                 layout.position += STAP_A_LENGTH + length
             payload[0] = forbidden | nri | NAL_TYPE_STAP_A
@@ -305,15 +305,15 @@ cdef class PacketBatch:
             if inserted:
                 memcpy(out, source, header_size)
                 if rtx:
-                    rtp_put_be16(out + header_size, <uint16_t>original_seq)
+                    put_be16(out + header_size, <uint16_t>original_seq)
                 if red:  # F=0: the primary block, after the OSN in RTX of RED
                     out[header_size + 2 * rtx] = <unsigned char>media_payload_type
                 memcpy(out + header_size + inserted, source + header_size, length - header_size)
             else:
                 memcpy(out, source, length)
             out[1] = (out[1] & MARKER_BIT) | <unsigned char>payload_type
-            rtp_put_be16(out + 2, <uint16_t>seq)
-            rtp_put_be32(out + 8, <uint32_t>ssrc)
+            put_be16(out + 2, <uint16_t>seq)
+            put_be32(out + 8, <uint32_t>ssrc)
             if ext_length:
                 # The room was all zeros (padding, RFC 8285 §4.2): elements go first.
                 memcpy(out + FIXED_HEADER + EXT_BLOCK_HEADER,
@@ -373,10 +373,10 @@ cdef class _Packetizer:
             _check_range("timestamp", timestamp, 0, 0xFFFFFFFF)
         memset(header, 0, self._header_size)
         header[0] = 0x90 if self.ext_room else 0x80
-        rtp_put_be32(header + 4, <uint32_t>timestamp)
+        put_be32(header + 4, <uint32_t>timestamp)
         if self.ext_room:
-            rtp_put_be16(header + FIXED_HEADER, 0xBEDE)
-            rtp_put_be16(header + FIXED_HEADER + 2, <uint16_t>(self.ext_room // 4))
+            put_be16(header + FIXED_HEADER, 0xBEDE)
+            put_be16(header + FIXED_HEADER + 2, <uint16_t>(self.ext_room // 4))
         return 0
 
     cdef PacketBatch _new_batch(self, Py_ssize_t count, Py_ssize_t nbytes,

@@ -59,23 +59,4 @@ static inline void fec_xor(unsigned char *dst, const unsigned char *src, ssize_t
         dst[i] ^= src[i];
 }
 
-static inline uint16_t fec_get_be16(const unsigned char *p)
-{
-    return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static inline void fec_put_be16(unsigned char *p, uint16_t value)
-{
-    p[0] = (unsigned char)(value >> 8);
-    p[1] = (unsigned char)value;
-}
-
-static inline void fec_put_be32(unsigned char *p, uint32_t value)
-{
-    p[0] = (unsigned char)(value >> 24);
-    p[1] = (unsigned char)(value >> 16);
-    p[2] = (unsigned char)(value >> 8);
-    p[3] = (unsigned char)value;
-}
-
 #endif

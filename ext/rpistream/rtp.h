@@ -6,21 +6,6 @@
 #include <string.h>
 #include <sys/types.h>
 
-/* RFC 3550 §5.1: header fields are in network byte order. */
-static inline void rtp_put_be16(unsigned char *p, uint16_t value)
-{
-    p[0] = (unsigned char)(value >> 8);
-    p[1] = (unsigned char)value;
-}
-
-static inline void rtp_put_be32(unsigned char *p, uint32_t value)
-{
-    p[0] = (unsigned char)(value >> 24);
-    p[1] = (unsigned char)(value >> 16);
-    p[2] = (unsigned char)(value >> 8);
-    p[3] = (unsigned char)value;
-}
-
 /* Offset of the first Annex-B start code 00 00 01 (H.264 §B.1) at or after
  * `from`, or -1. memchr for the rare 0x01 byte (SIMD in glibc) and a look back
  * at the two bytes before it: about one candidate per 256 bytes of slice data,
