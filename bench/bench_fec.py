@@ -27,12 +27,8 @@ recovered_pct_5 / recovered_pct_10 (share of lost media packets restored).
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import fec_decoder  # noqa: E402  (the tests' independent receiver)
 
 from rpistream import _fec, _fec_py, _rtp  # noqa: E402
+
+import timing  # noqa: E402
+from timing import best_ns  # noqa: E402
 
 PACKETS, PACKET_SIZE = 10, 1200
 RED_PT, ULPFEC_PT, MEDIA_PT, SSRC = 100, 101, 96, 0x1234ABCD
@@ -55,17 +54,6 @@ def group() -> list[memoryview]:
     packets = [batch.packet(i) for i in range(len(batch))]
     assert len(packets) == PACKETS and {len(p) for p in packets} == {PACKET_SIZE}
     return packets
-
-
-def best_ns(call, number: int, repeat: int) -> tuple[float, float]:
-    """(best, median) nanoseconds per call over `repeat` runs of `number` calls."""
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        for _ in range(number):
-            call()
-        runs.append((time.perf_counter_ns() - start) / number)
-    return min(runs), statistics.median(runs)
 
 
 def timed(call, budget_ns: float, repeat: int) -> tuple[float, float]:
@@ -171,14 +159,11 @@ def print_table(rows: list[tuple], figures: dict[str, float]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="finish in a few seconds")
-    parser.add_argument("--json", action="store_true", help="end with one line of JSON")
-    args = parser.parse_args()
+    args = timing.arguments(__doc__.splitlines()[0])
     rows, figures = run(args.quick)
     print_table(rows, figures)
     if args.json:
-        print(json.dumps({key: round(value, 3) for key, value in figures.items()}))
+        timing.print_json(figures)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,17 @@ module ÷ aiortc's, and its keyframe time ÷ one memcpy of the same bytes.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import re
 import resource
-import statistics
-import time
 
 from aiortc.codecs import h264 as aiortc_h264
 from aiortc.codecs import vpx as aiortc_vpx
 
 from rpistream import _rtp, _rtp_py
+
+import timing
+from timing import best_ns
 
 MTU = 1200
 KEYFRAME_SIZE = 150_000
@@ -52,17 +51,6 @@ def frames() -> dict[str, bytes]:
                      + nal_unit(0x65, KEYFRAME_SIZE, rng)),
         "h264_delta": FOUR_BYTE_START + nal_unit(0x41, DELTA_SIZE, rng),
     }
-
-
-def best_ns(call, number: int, repeat: int) -> tuple[float, float]:
-    """(best, median) nanoseconds per call over `repeat` runs of `number` calls."""
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        for _ in range(number):
-            call()
-        runs.append((time.perf_counter_ns() - start) / number)
-    return min(runs), statistics.median(runs)
 
 
 def minor_faults() -> int:
@@ -155,14 +143,11 @@ def print_table(rows: list[tuple], figures: dict[str, float]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="finish in a few seconds")
-    parser.add_argument("--json", action="store_true", help="end with one line of JSON")
-    args = parser.parse_args()
+    args = timing.arguments(__doc__.splitlines()[0])
     rows, figures = run(args.quick)
     print_table(rows, figures)
     if args.json:
-        print(json.dumps({key: round(value, 3) for key, value in figures.items()}))
+        timing.print_json(figures)
 
 
 if __name__ == "__main__":

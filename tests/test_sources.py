@@ -6,7 +6,6 @@ stopping, looping and error messages."""
 import importlib.util
 import logging
 import select
-import sys
 import threading
 import time
 from pathlib import Path
