@@ -114,6 +114,17 @@ class Seconds(_Type):
             return text
 
 
+@dataclass(frozen=True)
+class Number(Seconds):
+    """A number in another unit than seconds."""
+
+    unit: str = ""
+
+    @property
+    def allowed(self) -> str:
+        return f"a number of {self.unit} from {self.lo:g} to {self.hi:g}"
+
+
 _SI = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
 
 
@@ -592,6 +603,76 @@ class LimitsConfig(_Section):
         "viewers of a camera: a keyframe costs 5-10x a delta frame, so "
         "joining or lossy viewers must not turn the stream into keyframes.",
         0.5)
+    # A client's new WHEP sessions: a token bucket per address (an IPv6 /64).
+    offer_burst: int = key(
+        Int(1, 1000),
+        "New WHEP sessions one client address may start at once. Each costs the "
+        "Pi a peer connection, a DTLS certificate and ICE gathering. 10 covers a "
+        "page of 8 cameras opened, or reloaded, at once; past it the client gets "
+        "429 with Retry-After.",
+        10)
+    offers_per_minute: int = key(
+        Int(1, 6000),
+        "New WHEP sessions a client address may start per minute after the "
+        "burst. 60 (one a second) is more than a viewer page reconnecting with "
+        "backoff ever asks, and little enough that one client cannot keep the "
+        "Pi busy negotiating.",
+        60)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitorConfig(_Section):
+    # Under 5 s the slope is allocator noise and the hour's window holds 721
+    # samples; over 10 min it holds too few to fit, and critical memory would
+    # be noticed minutes late.
+    sample_interval: float = key(
+        Seconds(5, 600),
+        "Seconds between two readings of the server's memory (RSS). Each is a "
+        "read of /proc; the last hour of them is kept to fit the growth rate.",
+        30.0)
+    # MB here are MiB, as in systemd's MemoryMax=512M. The bounds are sanity
+    # checks: 64 is under the ~75 MB that importing aiortc and aiohttp takes,
+    # 16384 is the largest Pi's memory.
+    warn_rss_mb: int = key(
+        Int(64, 16384),
+        "RSS in MB (MiB) at which the log warns, with the growth rate and the "
+        "biggest buffers. Measured: 114 MB streaming 720p with no viewer, 127 "
+        "with 20 (under 1 MB each), so 320 leaves room for 50 viewers and the "
+        "camera stack's own buffers: past it, something holds what it should not.",
+        320)
+    critical_rss_mb: int = key(
+        Int(64, 16384),
+        "RSS in MB (MiB) at which the server sheds load: every viewer drops its "
+        "queued frames and skips to the next keyframe, then the slowest viewers "
+        "are disconnected until RSS is under warn_rss_mb. 448 leaves 64 MB under "
+        "the service's MemoryMax=512M for the shedding itself, and half of a "
+        "1 GB Pi for the system and the camera's buffers. On a 512 MB Pi Zero 2 "
+        "lower both thresholds and MemoryMax.",
+        448)
+    # 0.1 MB/h is under what an hour of samples can tell from allocator noise;
+    # 1000 MB/h would reach critical before an hour had passed.
+    leak_slope_mb_per_h: float = key(
+        Number(0.1, 1000, unit="MB per hour"),
+        "RSS growth, fitted over the last hour, above which a leak is suspected "
+        "(logged once, with the rate) when both halves of the hour grew that "
+        "fast. 2 is twice what the soak benchmark allows a healthy server "
+        "(bench/soak.py), and 48 MB a day: from 114 MB, critical within a week.",
+        2.0)
+    debug_api: bool = key(
+        Bool(),
+        "Serve GET /api/debug/tracemalloc: the allocation sites that grew since "
+        "the previous call. Tracing slows every allocation and costs memory "
+        "while on, so it is for hunting a leak, not for normal service.",
+        False)
+
+    @staticmethod
+    def problems(values):
+        warn = values.get("warn_rss_mb", MonitorConfig.warn_rss_mb)  # given, or the default
+        critical = values.get("critical_rss_mb", MonitorConfig.critical_rss_mb)
+        if critical <= warn and "critical_rss_mb" in values:
+            yield "critical_rss_mb", f"must be above warn_rss_mb ({warn})"
+        elif critical <= warn and "warn_rss_mb" in values:
+            yield "warn_rss_mb", f"must be below critical_rss_mb ({critical}, its default)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -607,6 +688,8 @@ class Config(_Section):
         (CameraConfig(name="cam0", source="testpattern"),), toml="camera")
     limits: LimitsConfig = key(Table(LimitsConfig), "Bounds on viewers and buffers.",
                                LimitsConfig())
+    monitor: MonitorConfig = key(Table(MonitorConfig),
+                                 "Memory watch, load shedding and debugging.", MonitorConfig())
 
 
 def schema(cls: type) -> dict[str, dataclasses.Field]:

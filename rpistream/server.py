@@ -6,11 +6,15 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import urllib.parse
 
 from aiohttp import web
 
+from rpistream.monitor.memory import MemoryWatch
+from rpistream.monitor.systemd import SystemdNotifier
 from rpistream.stream.camera import Camera, CameraError
 from rpistream.web.app import create_app
+from rpistream.web.ratelimit import OfferRateLimit
 from rpistream.webrtc import aiortc_internals
 from rpistream.webrtc.sessions import SessionRegistry
 
@@ -26,8 +30,14 @@ class Server:
         self.cameras: dict[str, Camera] = {}
         ice_servers = [dataclasses.asdict(s) for s in config.server.ice_servers]
         self.sessions = SessionRegistry(ice_servers=ice_servers, limits=config.limits)
+        self.memory = MemoryWatch(config.monitor, cameras=self.cameras, sessions=self.sessions)
+        self.notifier = SystemdNotifier(self.status)
         self.app = create_app(self.cameras, self.sessions, ice_servers=ice_servers,
-                              max_body_bytes=config.limits.max_body_bytes)
+                              max_body_bytes=config.limits.max_body_bytes,
+                              token=config.server.token,
+                              offer_rate=OfferRateLimit(config.limits.offer_burst,
+                                                        config.limits.offers_per_minute),
+                              memory=self.memory, debug_api=config.monitor.debug_api)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -49,8 +59,12 @@ class Server:
             await self.stop()
             raise
         self.port = self._runner.addresses[0][1]
+        self.memory.start()
+        self.notifier.start()  # READY=1: serving
 
     async def stop(self) -> None:
+        self.notifier.stopping()
+        self.memory.stop()
         await self.sessions.close_all("server shutting down")
         for camera in self.cameras.values():
             camera.stop()
@@ -58,10 +72,20 @@ class Server:
             await self._runner.cleanup()
             self._runner = None
 
+    def status(self) -> str:
+        """One line for `systemctl status`."""
+        rss = self.memory.rss_mb()
+        memory = f", RSS {rss:.0f} MB ({self.memory.state})" if rss is not None else ""
+        return f"{self.sessions.count()} viewers of {len(self.cameras)} cameras{memory}"
+
     def urls(self) -> list[str]:
         host = self.config.server.host
         shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
-        return [f"http://{shown}:{self.port}/"] + [
+        token = self.config.server.token
+        # The page URL carries the token: opened once, it leaves a cookie and
+        # redirects to the plain URL (rpistream/web/auth.py).
+        query = "?token=" + urllib.parse.quote(token, safe="") if token else ""
+        return [f"http://{shown}:{self.port}/{query}"] + [
             f"  camera {name}: http://{shown}:{self.port}/cameras/{name}/whep (WHEP)"
             for name in self.cameras]
 
@@ -74,6 +98,9 @@ async def serve(config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await server.start()
     print("rpistream is serving; open the viewer at " + "\n".join(server.urls()), flush=True)
+    if config.server.token is None:
+        print(f"WARNING: no access token is set (server.token in the config): anyone who "
+              f"can reach port {server.port} can watch every camera", flush=True)
     try:
         await stop.wait()
     finally:

@@ -6,6 +6,10 @@ from pathlib import Path
 import pytest
 
 NO_EXTENSIONS = os.environ.get("RPISTREAM_NO_EXTENSIONS") == "1"
+# Hypothesis draws integers of thousands of digits for the config fuzzing and
+# prints them when it reports an example; Python's guard against slow int→str
+# conversions would turn that report into a crash.
+sys.set_int_max_str_digits(0)
 
 
 def load_twin(name: str, which: str):

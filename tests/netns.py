@@ -42,12 +42,13 @@ class Link:
         unique = os.getpid() % 250
         self.server, self.client = f"rps{tag}{os.getpid()}", f"rpc{tag}{os.getpid()}"
         self.server_ip, self.client_ip = f"10.213.{unique}.1", f"10.213.{unique}.2"
+        self.server_veth, self.client_veth = f"v{os.getpid()}s"[:15], f"v{os.getpid()}c"[:15]
 
     def __enter__(self) -> Link:
         run("ip", "netns", "add", self.server)
         try:
             run("ip", "netns", "add", self.client)
-            veth_s, veth_c = f"v{os.getpid()}s"[:15], f"v{os.getpid()}c"[:15]
+            veth_s, veth_c = self.server_veth, self.client_veth
             run("ip", "link", "add", veth_s, "netns", self.server, "type", "veth",
                 "peer", "name", veth_c, "netns", self.client)
             for ns, dev, ip in ((self.server, veth_s, self.server_ip),
@@ -79,10 +80,22 @@ class Link:
     def in_server(self):
         """Run this thread (and what it starts: sockets, child processes) in the
         server namespace, then come back."""
+        with self._in(self.server):
+            yield
+
+    @contextlib.contextmanager
+    def in_client(self):
+        """As `in_server`, in the client namespace: a socket opened meanwhile
+        stays in it (for an in-process client on the far side of the link)."""
+        with self._in(self.client):
+            yield
+
+    @contextlib.contextmanager
+    def _in(self, namespace: str):
         with open("/proc/thread-self/ns/net") as home, \
-                open(f"/run/netns/{self.server}") as target:
+                open(f"/run/netns/{namespace}") as target:
             if _libc.setns(target.fileno(), CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns to the server namespace failed")
+                raise OSError(ctypes.get_errno(), f"setns to namespace {namespace} failed")
             try:
                 yield
             finally:

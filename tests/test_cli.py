@@ -226,6 +226,11 @@ def test_serve_runs_until_sigterm():
         assert match, line + process.stderr.read()
         with urllib.request.urlopen(f"http://127.0.0.1:{match[1]}/healthz", timeout=5) as r:
             assert json.load(r)["status"] == "ok"
+        # No server.token: it says so, next to the URLs.
+        assert process.stdout.readline().startswith("  camera cam0: ")
+        assert process.stdout.readline() == (
+            "WARNING: no access token is set (server.token in the config): anyone who can "
+            f"reach port {match[1]} can watch every camera\n")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:

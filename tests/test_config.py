@@ -130,7 +130,7 @@ def test_camera_config_built_in_code_gets_its_source_defaults():
 ERRORS = [
     # unknown keys, with the closest key suggested and the allowed ones listed
     ({"cameras": []}, r'^cameras: unknown key \(did you mean "camera"\?\); allowed keys: '
-                      r"server, camera, limits$"),
+                      r"server, camera, limits, monitor$"),
     ({"server": {"prot": 1}}, r'^server.prot: unknown key \(did you mean "port"\?\); '
                               r"allowed keys: host, port, ice_hosts, ice_servers, token$"),
     (cam(fsp=30), r'^camera\[0\].fsp: unknown key \(did you mean "fps"\?\); allowed keys: name, '),
@@ -182,6 +182,10 @@ ERRORS = [
      r"^limits.max_body_bytes = 100: must be an integer from 1024 to 1048576$"),
     ({"limits": {"keyframe_min_interval": 0}},
      r"^limits.keyframe_min_interval = 0: must be a number of seconds from 0.05 to 10$"),
+    ({"limits": {"offer_burst": 0}},
+     r"^limits.offer_burst = 0: must be an integer from 1 to 1000$"),
+    ({"limits": {"offers_per_minute": 0.5}},
+     r"^limits.offers_per_minute = 0.5: must be an integer from 1 to 6000$"),
     ({"camera": []}, r"^camera = \[\]: must be 1 to 8 \[\[camera\]\] tables \(leave them all out"),
     ({"camera": [{"source": "testpattern", "name": f"c{i}"} for i in range(9)]},
      r"^camera = \[.*\.\.\.: must be 1 to 8 \[\[camera\]\] tables"),
@@ -217,6 +221,25 @@ ERRORS = [
     ({"server": {"ice_servers": {"urls": "stun:x"}}},
      r"^server.ice_servers = \{ urls = \"stun:x\" \}: must be an array, each item a table with "
      r"keys urls, username, credential$"),
+    # [monitor]
+    ({"monitor": {"sample_interval": 1}},
+     r"^monitor.sample_interval = 1: must be a number of seconds from 5 to 600$"),
+    ({"monitor": {"warn_rss_mb": "300M"}},
+     r'^monitor.warn_rss_mb = "300M": must be an integer from 64 to 16384$'),
+    ({"monitor": {"critical_rss_mb": 32}},
+     r"^monitor.critical_rss_mb = 32: must be an integer from 64 to 16384$"),
+    ({"monitor": {"warn_rss_mb": 500, "critical_rss_mb": 400}},
+     r"^monitor.critical_rss_mb = 400: must be above warn_rss_mb \(500\)$"),
+    ({"monitor": {"critical_rss_mb": 320}},
+     r"^monitor.critical_rss_mb = 320: must be above warn_rss_mb \(320\)$"),
+    ({"monitor": {"warn_rss_mb": 500}},
+     r"^monitor.warn_rss_mb = 500: must be below critical_rss_mb \(448, its default\)$"),
+    ({"monitor": {"leak_slope_mb_per_h": 0}},
+     r"^monitor.leak_slope_mb_per_h = 0: must be a number of MB per hour from 0.1 to 1000$"),
+    ({"monitor": {"debug_api": "yes"}}, r'^monitor.debug_api = "yes": must be true or false$'),
+    ({"monitor": {"debug": True}},
+     r'^monitor.debug: unknown key \(did you mean "debug_api"\?\); allowed keys: '
+     r"sample_interval, warn_rss_mb, critical_rss_mb, leak_slope_mb_per_h, debug_api$"),
 ]
 
 
@@ -312,6 +335,7 @@ def test_example_file_uncommented_is_valid_and_documents_every_key():
     assert {c.source for c in config.cameras} == {"picamera2", "file"}
     documented = {m[1] for m in re.finditer(r"(?m)^#?([a-z_]+) = ", "\n".join(lines))}
     every = {k for cls in (config_module.ServerConfig, CameraConfig, config_module.LimitsConfig,
+                           config_module.MonitorConfig,
                            *SOURCE_OPTIONS.values()) for k in schema(cls)} - {"options"}
     assert every <= documented
     assert max(map(len, EXAMPLE.read_text().splitlines())) <= 100
@@ -342,11 +366,11 @@ OPTIONS = st.dictionaries(
     ANY, max_size=4)
 CAMERA = table_of(CameraConfig, ANY | OPTIONS)
 CONFIG = st.dictionaries(
-    st.sampled_from(["server", "camera", "limits"]) | st.text(max_size=6),
+    st.sampled_from(["server", "camera", "limits", "monitor"]) | st.text(max_size=6),
     st.one_of(table_of(config_module.ServerConfig,
                        ANY | st.lists(table_of(IceServer), max_size=2)),
               st.lists(CAMERA, max_size=3)
-              | st.lists(st.just({"source": "testpattern"}), min_size=8, max_size=9), table_of(config_module.LimitsConfig), ANY),
+              | st.lists(st.just({"source": "testpattern"}), min_size=8, max_size=9), table_of(config_module.LimitsConfig), table_of(config_module.MonitorConfig), ANY),
     max_size=4)
 
 
@@ -377,7 +401,9 @@ def test_fuzz_returns_config_or_config_error_naming_the_key(data):
         assert e.errors
         known = set(paths(data)) - {""}
         for line in e.errors:
+            # A required key of a table left out is named under the table's path.
             assert any(line.startswith(p + " = ") or line.startswith(p + ": ")
+                       or (line.startswith(p + ".") and ": missing;" in line)
                        for p in known), line
     else:
         assert isinstance(config, Config)

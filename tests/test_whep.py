@@ -59,6 +59,11 @@ async def test_post_answers_201_with_location_and_cors(server, http):
     ("v=0", {"Content-Type": "text/plain"}, 415,
      "Content-Type must be application/sdp, not text/plain"),
     ("v=0", {}, 415, "Content-Type must be application/sdp"),
+    # A parameter CPython's email parser (under aiohttp) raises on: still a 415.
+    ("v=0", {"Content-Type": "text/plain;x*"}, 415,
+     "Content-Type must be application/sdp, not text/plain"),
+    ("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid\r\n", SDP, 400,
+     "the offer has an a=mid line without a value"),
     ("v=0\r\nm=video x UDP/TLS/RTP/SAVPF 96\r\n", SDP, 400,
      "the body is not a valid SDP offer (the parser failed with AssertionError)"),
     ("hello", SDP, 400, "the offer has no video section"),

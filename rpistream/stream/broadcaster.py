@@ -113,7 +113,12 @@ class Broadcaster:
             self._offer_fec(before, viewers)
             after += later
         for viewer in viewers:
-            viewer.offer(batch)
+            try:
+                viewer.offer(batch)
+            except Exception:  # one viewer's failure must not cost the others this frame
+                logger.exception("camera %s: sending to viewer %s failed", self.name,
+                                 viewer.session_id)
+                viewer.close("failed while sending")
         self._offer_fec(after, viewers)
 
     @staticmethod

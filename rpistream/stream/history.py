@@ -40,3 +40,10 @@ class PacketHistory:
     def held_batches(self) -> int:
         """Distinct frame batches the history keeps alive."""
         return len({id(b) for b in self._batches if b is not None})
+
+    def held(self) -> dict:
+        """The distinct batches the history keeps alive, by id: what a NACK
+        can still be answered from, and memory that stays allocated because of it."""
+        held = dict(zip(map(id, self._batches), self._batches))
+        held.pop(id(None), None)
+        return held

@@ -47,6 +47,11 @@ SDES_CNAME = 1  # RFC 3550 §6.5.1
 # since the previous report often covers a few milliseconds and swings from
 # 0 to 100 %.
 LOSS_WINDOW = 1.0
+# A viewer losing at least this share of its packets over a window is
+# counted as behind too: a bottleneck that drops rather than queues (a
+# router, a full Wi-Fi link) never backs up our socket, and past half the
+# packets lost no repair keeps a picture going.
+LOSSY = 0.5
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ class Viewer:
         self.fraction_lost = 0.0
         self.loss = 0.0  # over LOSS_WINDOW: what FEC adapts to
         self._loss_mark: tuple[float, int, int] | None = None  # time, highest seq, lost
+        self._lossy_since: float | None = None
         self.packets_lost = 0
         self.jitter = 0
         self.rtt: float | None = None
@@ -213,6 +219,24 @@ class Viewer:
         if self._behind_since is None:
             self._behind_since = time.monotonic()
         self.request_keyframe("fell behind")
+
+    def shed(self) -> None:
+        """Let go of every queued frame and resume on the next keyframe: what
+        the memory watch does to every viewer when memory is critical."""
+        if not self._closed:
+            self._skip_to_keyframe()
+
+    def behind_for(self, now: float) -> float:
+        """Seconds this viewer has been behind (0 if it keeps up), on the monotonic clock."""
+        return 0.0 if self._behind_since is None else now - self._behind_since
+
+    def held_batches(self) -> dict:
+        """The frame batches this viewer keeps alive, by id: its queue and its NACK history."""
+        held = self._history.held()
+        for item in self._queue:
+            for batch in (item.batches if isinstance(item, FecGroup) else (item,)):
+                held[id(batch)] = batch
+        return held
 
     def flush(self) -> None:
         """Send queued packets until the queue is empty or the socket backs up."""
@@ -307,10 +331,14 @@ class Viewer:
         self._request_keyframe(reason)
 
     def check(self, now: float) -> None:
-        """Disconnect a viewer that has been behind too long."""
+        """Disconnect a viewer that has been behind, or losing most of what it
+        is sent, for longer than the slow-viewer timeout."""
         if self._behind_since is not None and now - self._behind_since > self._slow_timeout:
             self.close(f"behind for more than {self._slow_timeout:g} s "
                        f"({self.frames_skipped} frames skipped)")
+        elif self._lossy_since is not None and now - self._lossy_since > self._slow_timeout:
+            self.close(f"losing {self.loss:.0%} of its packets for more than "
+                       f"{self._slow_timeout:g} s")
 
     def close(self, reason: str) -> None:
         if self._closed:
@@ -373,6 +401,10 @@ class Viewer:
             if expected > 0:
                 self.loss = min(1.0, max(0.0, (report.packets_lost - mark[2]) / expected))
             self._loss_mark = (now, report.highest_sequence, report.packets_lost)
+            if self.loss < LOSSY:
+                self._lossy_since = None
+            elif self._lossy_since is None:
+                self._lossy_since = now
         self.jitter = report.jitter
         if report.lsr and report.lsr == self._last_sr_ntp:
             # RFC 3550 §6.4.1: RTT = arrival - LSR - DLSR (DLSR in 1/65536 s).
@@ -435,4 +467,7 @@ class Viewer:
             "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
             "remb_bitrate": self.remb_bitrate,
             "connected_since": self.connected_since,
+            # Memory held for NACKs: references to the camera's shared batches.
+            "history_batches": len(history := self._history.held()),
+            "history_bytes": sum(batch.nbytes for batch in history.values()),
         }

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from rpistream.webrtc.session import OfferError
+from rpistream.web.auth import AUTHORIZED, token_middleware
+from rpistream.web.monitoring import add_monitoring
+from rpistream.web.ratelimit import OfferRateLimit, retry_after
+from rpistream.webrtc.session import OfferError, describe_failure
 from rpistream.webrtc.sessions import SessionRegistry, ViewerLimitReached
 
 logger = logging.getLogger("rpistream.web")
@@ -26,6 +29,7 @@ CORS_HEADERS = {
 CAMERAS = web.AppKey("cameras", dict)
 SESSIONS = web.AppKey("sessions", SessionRegistry)
 ICE_SERVERS = web.AppKey("ice_servers", list)
+OFFER_RATE = web.AppKey("offer_rate", OfferRateLimit)
 
 
 def error(status: type[web.HTTPException], message: str, **kwargs) -> web.HTTPException:
@@ -68,10 +72,21 @@ def session_or_404(request: web.Request):
     return session
 
 
+def media_type(request: web.Request) -> str:
+    try:
+        return request.content_type
+    except Exception:
+        # aiohttp parses the header with CPython's email parser, which raises
+        # IndexError on some parameters ("application/sdp;x*"): the media
+        # type before the parameters is all a handler here needs.
+        return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
 async def body_text(request: web.Request, content_type: str) -> str:
-    if request.content_type != content_type:
+    got = media_type(request)
+    if got != content_type:
         raise error(web.HTTPUnsupportedMediaType,
-                    f"Content-Type must be {content_type}, not {request.content_type or 'none'}")
+                    f"Content-Type must be {content_type}, not {got or 'none'}")
     try:
         return (await request.read()).decode("utf-8")  # aiohttp answers 413 past client_max_size
     except UnicodeDecodeError:
@@ -80,6 +95,13 @@ async def body_text(request: web.Request, content_type: str) -> str:
 
 async def whep_post(request: web.Request) -> web.Response:
     """WHEP: offer in, answer out, with the session's URL in Location."""
+    limit = request.app.get(OFFER_RATE)
+    wait = limit.take(request.remote) if limit is not None else 0
+    if wait:
+        raise error(web.HTTPTooManyRequests,
+                    f"too many new sessions from {request.remote}: {limit.describe()}; "
+                    f"try again in {retry_after(wait)} s",
+                    headers={"Retry-After": retry_after(wait)})
     camera = camera_or_404(request)
     offer = await body_text(request, SDP)
     sessions = request.app[SESSIONS]
@@ -125,7 +147,8 @@ async def whep_patch(request: web.Request) -> web.Response:
     try:
         await session.add_candidates(fragment)
     except Exception as exc:  # aiortc's candidate parser raises whatever it trips on
-        raise error(web.HTTPBadRequest, f"bad candidate in the fragment ({exc})") from None
+        raise error(web.HTTPBadRequest,
+                    f"bad candidate in the fragment ({describe_failure(exc)})") from None
     return web.Response(status=204)
 
 
@@ -144,6 +167,8 @@ async def healthz(request: web.Request) -> web.Response:
                for name, camera in request.app[CAMERAS].items()
                if camera.source.error or not camera.source.running}
     status = 503 if failing else 200
+    if request.get(AUTHORIZED) is False:  # a token is set and this probe lacks it
+        return web.json_response({"status": "failing" if failing else "ok"}, status=status)
     return web.json_response({"status": "failing" if failing else "ok",
                               "viewers": request.app[SESSIONS].count(),
                               "failing": failing}, status=status)
@@ -154,8 +179,14 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 def create_app(cameras: dict, sessions: SessionRegistry, *, ice_servers: list[dict],
-               max_body_bytes: int) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_and_cors])
+               max_body_bytes: int, token: str | None = None,
+               offer_rate: OfferRateLimit | None = None, memory=None,
+               debug_api: bool = False) -> web.Application:
+    # errors_and_cors outermost: a 401 carries CORS headers too.
+    middlewares = [errors_and_cors] + ([token_middleware(token)] if token else [])
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
+    if offer_rate is not None:
+        app[OFFER_RATE] = offer_rate
     app[CAMERAS] = cameras
     app[SESSIONS] = sessions
     app[ICE_SERVERS] = ice_servers
@@ -171,4 +202,6 @@ def create_app(cameras: dict, sessions: SessionRegistry, *, ice_servers: list[di
         web.patch(resource, whep_patch),
         web.options(resource, whep_options),
     ])
+    if memory is not None:  # /metrics, /api/stats, /api/debug/tracemalloc
+        add_monitoring(app, cameras, sessions, memory, debug_api=debug_api)
     return app

@@ -97,7 +97,11 @@ def datagram_sender(dtls: RTCDtlsTransport) -> Callable[[bytes], int]:
     srtp = dtls._tx_srtp
 
     def send(packet: bytes) -> int:
-        if transport.get_write_buffer_size():
+        # A closing transport (aioice closed it: ICE consent expired, the
+        # session's close is on its way) takes nothing. Python 3.11's sendto()
+        # on a closed unconnected datagram transport raises AttributeError,
+        # which would end the camera's fan-out of that frame for every viewer.
+        if transport.get_write_buffer_size() or transport.is_closing():
             return 0
         # RFC 5761 §4: a second byte of 192-223 (RTCP packet types) is RTCP.
         protected = (srtp.protect_rtcp(packet) if 192 <= packet[1] <= 223

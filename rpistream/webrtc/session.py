@@ -13,6 +13,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InternalError, InvalidAccessError, OperationError
 from aiortc.rtcpeerconnection import is_codec_compatible
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription, candidate_from_sdp
@@ -30,14 +31,39 @@ class OfferError(ValueError):
     """The offer cannot be answered; the message says why, for the client."""
 
 
+# Enough to recognise the line that failed; an error message must not echo a
+# client's 64 KiB attribute back at it, nor break the one-line error format.
+DETAIL_CHARS = 120
+
+
+# What aiortc raises on an offer it cannot take: the client's doing. TypeError:
+# a malformed fmtp (a parameter without a value) reaches int(None) in its codec
+# matching.
+CLIENT_ERRORS = (ValueError, TypeError, OperationError, InvalidAccessError, InternalError)
+
+
+def describe_failure(exc: Exception) -> str:
+    """What a parser that raises whatever it trips on said, on one short line."""
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    detail = " ".join(detail.split())
+    return detail if len(detail) <= DETAIL_CHARS else detail[:DETAIL_CHARS - 3] + "..."
+
+
 def parse_offer(sdp: str, camera_name: str):
     """The offer's video section, or OfferError saying what a client must change."""
     try:
         description = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises whatever it trips on
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise OfferError(f"the body is not a valid SDP offer (the parser failed with "
-                         f"{detail})") from None
+                         f"{describe_failure(exc)})") from None
+    mids = [m.rtp.muxId for m in description.media]
+    if None in mids:  # "a=mid" without ":<id>"; aiortc then answers with a different mid
+        raise OfferError("the offer has an a=mid line without a value; write a=mid:<id>")
+    if len(set(mids)) != len(mids):
+        # aiortc pairs sections with transceivers by mid, and fails on
+        # duplicates with an AttributeError deep inside setLocalDescription.
+        raise OfferError("the offer's m= sections must each have their own a=mid "
+                         "(RFC 5888 §4: mid values are unique)")
     video = [m for m in description.media if m.kind == "video"]
     if not video:
         raise OfferError("the offer has no video section (m=video): nothing to receive")
@@ -58,7 +84,7 @@ def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str, fec_set
     media codecs: aiortc sends with the first codec listed). RFC 3264 §6.1:
     the answerer keeps the offerer's payload type numbers."""
     for offered in media.rtp.codecs:
-        if is_codec_compatible(codec, offered):
+        if compatible(codec, offered):
             break
     else:
         raise OfferError(f"camera {camera_name!r} sends {describe_codec(codec)}, which the "
@@ -81,6 +107,13 @@ def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str, fec_set
     elif scheme == "flexfec-03":
         chosen.append(copy_codec(offered_codec(media, "video/flexfec-03")))
     return chosen, scheme
+
+
+def compatible(codec: RTCRtpCodecParameters, offered) -> bool:
+    try:
+        return is_codec_compatible(codec, offered)
+    except (TypeError, ValueError):  # a malformed fmtp, e.g. "packetization-mode" alone
+        return False
 
 
 def offered_codec(media, mime_type: str):
@@ -175,12 +208,26 @@ class PeerSession:
         self._ssrc, self._rtx_ssrc = aiortc_internals.take_over_sender(
             transceiver, self._on_dtls_connected, self._on_sender_stop)
         self._dtls = transceiver.sender.transport
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except CLIENT_ERRORS as exc:
+            # aiortc checks every m= section, not only the video one parse_offer
+            # looked at: ICE credentials, a=rtcp-mux (WebRTC multiplexes RTP and
+            # RTCP, RFC 8834 §4.5), a codec it knows. Its errors are the
+            # client's, so a 400.
+            raise OfferError(f"the offer cannot be negotiated "
+                             f"({describe_failure(exc)})") from None
         aiortc_internals.set_negotiated_codecs(transceiver, codecs)
         for other in self.pc.getTransceivers():
             if other is not transceiver:
                 other.direction = "inactive"  # audio or extra video: we send nothing there
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except CLIENT_ERRORS as exc:
+            # An offer aiortc accepted but cannot answer (its answer would not
+            # match the offer's sections): still the offer's fault.
+            logger.info("offer accepted but not answerable: %s", describe_failure(exc))
+            raise OfferError(f"the offer cannot be answered ({describe_failure(exc)})") from None
         self._ice_timer = asyncio.get_running_loop().call_later(
             self._ice_timeout, self._ice_timed_out)
         answer = self.pc.localDescription.sdp

@@ -7,6 +7,13 @@ import asyncio
 from rpistream.webrtc.session import PeerSession
 
 
+# Viewer counters carried over when a viewer leaves, so that the totals a
+# metrics scrape reports (departed viewers + live ones) never go down.
+VIEWER_COUNTERS = ("packets_sent", "bytes_on_wire", "frames_sent", "frames_skipped",
+                   "skips_to_keyframe", "nacks_received", "packets_retransmitted",
+                   "fec_packets_sent", "keyframe_requests")
+
+
 class ViewerLimitReached(Exception):
     """Too many viewers; the message says which limit."""
 
@@ -20,6 +27,8 @@ class SessionRegistry:
         self._limits = limits
         self.sessions: dict[str, PeerSession] = {}
         self.disconnects: dict[str, int] = {}  # close reason -> count, for stats
+        # camera -> VIEWER_COUNTERS summed over the viewers that left it
+        self.departed: dict[str, dict[str, int]] = {}
 
     def count(self, camera_name: str | None = None) -> int:
         if camera_name is None:
@@ -52,6 +61,10 @@ class SessionRegistry:
         if self.sessions.pop(session.id, None) is not None:
             reason = (session.close_reason or "unknown").split(" (")[0]
             self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
+            if session.viewer is not None:
+                totals = self.departed.setdefault(session.camera.name, {})
+                for name in VIEWER_COUNTERS:
+                    totals[name] = totals.get(name, 0) + getattr(session.viewer, name)
 
     async def close_all(self, reason: str) -> None:
         await asyncio.gather(*(s.close(reason) for s in list(self.sessions.values())),

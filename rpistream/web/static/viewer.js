@@ -28,7 +28,7 @@ const STATS_INTERVAL_MS = 1_000;
 // the camera sends nothing (a failing camera does not end the connection).
 const STALL_POLLS = 3;
 // Answers another try cannot change: bad offer, unknown camera, wrong type.
-const PERMANENT_STATUS = new Set([400, 404, 415]);
+const PERMANENT_STATUS = new Set([400, 401, 404, 415]);
 
 const players = {};
 window.rpistream = { players };
