@@ -430,6 +430,12 @@ class ServerConfig(_Section):
         "Access token viewers must present. Not set: anyone who can reach the "
         "port may watch. At least 16 characters, so that it cannot be guessed.",
         None, example="change-me-to-a-long-random-string")
+    token_file: str | None = key(
+        Str(described="the path of a file that holds the token"),
+        "A file holding the access token, read at startup, used when `token` "
+        "is not set. The Debian package generates /etc/rpistream/token on "
+        "first install and points here, so the token is not in this file.",
+        None, example="/etc/rpistream/token")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -811,7 +817,29 @@ def load_config(path: str | None = None, overrides: dict | None = None, *,
     if overrides:
         data = merge(data, overrides)
         source += " and the command line"
-    return parse_config(data, source, labels=labels)
+    config = parse_config(data, source, labels=labels)
+    server = config.server
+    if server.token is None and server.token_file is not None:
+        config = dataclasses.replace(config, server=dataclasses.replace(
+            server, token=read_token_file(server.token_file, source)))
+    return config
+
+
+def read_token_file(path: str, source: str) -> str:
+    """The token in `path`, or a ConfigError saying what is wrong with the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise ConfigError(source, [f"server.token_file = {show(path, 200)}: cannot read "
+                                   f"it: {e.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, [f"server.token_file = {show(path, 200)}: not UTF-8 "
+                                   f"text"]) from None
+    if len(token) < 16:
+        raise ConfigError(source, [f"server.token_file = {show(path, 200)}: holds "
+                                   f"{len(token)} characters; a token needs at least 16"])
+    return token
 
 
 def parse_camera_spec(spec: str) -> dict:

@@ -79,7 +79,7 @@ def test_check_invalid_config_exits_2_without_traceback(tmp_path):
     assert result.stderr == (
         f"rpistream: error in {path}:\n"
         "  server.prot: unknown key (did you mean \"port\"?); allowed keys: host, port, "
-        "ice_hosts, ice_servers, token\n"
+        "ice_hosts, ice_servers, token, token_file\n"
         "  camera[0].fps = 0: must be an integer from 1 to 120\n")
 
 

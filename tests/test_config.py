@@ -132,7 +132,7 @@ ERRORS = [
     ({"cameras": []}, r'^cameras: unknown key \(did you mean "camera"\?\); allowed keys: '
                       r"server, camera, limits, monitor$"),
     ({"server": {"prot": 1}}, r'^server.prot: unknown key \(did you mean "port"\?\); '
-                              r"allowed keys: host, port, ice_hosts, ice_servers, token$"),
+                              r"allowed keys: host, port, ice_hosts, ice_servers, token, token_file$"),
     (cam(fsp=30), r'^camera\[0\].fsp: unknown key \(did you mean "fps"\?\); allowed keys: name, '),
     ({"limits": {"zzz": 1}}, r"^limits.zzz: unknown key; allowed keys: max_viewers, "),
     (cam(options={"speed": 1}), r"^camera\[0\].options.speed: unknown key; "
@@ -456,3 +456,27 @@ def test_no_cameras_configured_means_the_pi_camera_when_picamera2_finds_one(stan
     assert (camera.name, camera.source, camera.codec) == ("cam0", "picamera2", "h264")
     standin.STANDIN_CAMERAS.clear()
     assert parse_config({}).cameras[0].source == "testpattern"
+
+
+def test_token_file_is_read_when_no_token_is_set(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("a-generated-token-of-32-chars-xx\n")
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[server]\ntoken_file = "{token}"\n')
+    assert load_config(str(config_file)).server.token == "a-generated-token-of-32-chars-xx"
+    config_file.write_text(f'[server]\ntoken = "the-token-in-the-config"\ntoken_file = "{token}"\n')
+    assert load_config(str(config_file)).server.token == "the-token-in-the-config"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, r"server.token_file = \".*/token\": cannot read it: No such file or directory"),
+    ("short\n", r"server.token_file = \".*/token\": holds 5 characters; a token needs at least 16"),
+])
+def test_token_file_errors(tmp_path, content, message):
+    token = tmp_path / "token"
+    if content is not None:
+        token.write_text(content)
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[server]\ntoken_file = "{token}"\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(config_file))
