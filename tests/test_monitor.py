@@ -197,6 +197,19 @@ async def test_warn_then_critical_sheds_the_slowest_viewer(caplog):
             await client.close()
 
 
+async def test_no_new_viewer_while_memory_is_critical():
+    async with serving(monitor=WATCH) as server, aiohttp.ClientSession() as http:
+        url = f"{base_url(server)}/cameras/cam0/whep"
+        headers = {"Content-Type": "application/sdp"}
+        server.memory.state = "critical"
+        async with http.post(url, data="v=0\r\n", headers=headers) as response:
+            assert response.status == 503 and response.headers["Retry-After"] == "10"
+            assert "short of memory and shedding viewers" in await response.text()
+        server.memory.state = "ok"
+        async with http.post(url, data="v=0\r\n", headers=headers) as response:
+            assert response.status == 400  # on to the offer, which is no offer
+
+
 async def test_critical_with_no_viewer_left_says_so(caplog):
     caplog.set_level(logging.INFO, "rpistream.memory")
     watch, run = watch_with(lambda i: 600 * MiB)

@@ -30,6 +30,7 @@ CAMERAS = web.AppKey("cameras", dict)
 SESSIONS = web.AppKey("sessions", SessionRegistry)
 ICE_SERVERS = web.AppKey("ice_servers", list)
 OFFER_RATE = web.AppKey("offer_rate", OfferRateLimit)
+MEMORY = web.AppKey("memory", object)  # rpistream.monitor.memory.MemoryWatch
 
 
 def error(status: type[web.HTTPException], message: str, **kwargs) -> web.HTTPException:
@@ -103,6 +104,12 @@ async def whep_post(request: web.Request) -> web.Response:
                     f"try again in {retry_after(wait)} s",
                     headers={"Retry-After": retry_after(wait)})
     camera = camera_or_404(request)
+    memory = request.app.get(MEMORY)
+    if memory is not None and memory.state == "critical":
+        # It is shedding viewers: one more would be shed again at the next sample.
+        raise error(web.HTTPServiceUnavailable,
+                    "the server is short of memory and shedding viewers; try again later",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     offer = await body_text(request, SDP)
     sessions = request.app[SESSIONS]
     try:
@@ -203,5 +210,6 @@ def create_app(cameras: dict, sessions: SessionRegistry, *, ice_servers: list[di
         web.options(resource, whep_options),
     ])
     if memory is not None:  # /metrics, /api/stats, /api/debug/tracemalloc
+        app[MEMORY] = memory
         add_monitoring(app, cameras, sessions, memory, debug_api=debug_api)
     return app
