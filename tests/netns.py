@@ -31,7 +31,17 @@ def available() -> str | None:
 
 
 def run(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, text=True, timeout=10)
+    result = subprocess.run(args, capture_output=True, text=True, timeout=10)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): "
+                           f"{result.stderr.strip()}")
+
+
+def inside(namespace: str, *args: str) -> tuple[str, ...]:
+    """A command line that runs `args` in `namespace`. nsenter switches only
+    the network namespace; `ip netns exec` / `ip -n` also remount /sys, which
+    fails where / is not a mount point (a chroot)."""
+    return ("nsenter", f"--net=/run/netns/{namespace}", *args)
 
 
 class Link:
@@ -53,12 +63,12 @@ class Link:
                 "peer", "name", veth_c, "netns", self.client)
             for ns, dev, ip in ((self.server, veth_s, self.server_ip),
                                 (self.client, veth_c, self.client_ip)):
-                run("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
-                run("ip", "-n", ns, "link", "set", dev, "up")
-                run("ip", "-n", ns, "link", "set", "lo", "up")
-            run("ip", "netns", "exec", self.client, "nft", "add", "table", "inet", "loss")
-            run("ip", "netns", "exec", self.client, "nft", "add", "chain", "inet", "loss",
-                "input", "{ type filter hook input priority 0 ; }")
+                run(*inside(ns, "ip", "addr", "add", f"{ip}/30", "dev", dev))
+                run(*inside(ns, "ip", "link", "set", dev, "up"))
+                run(*inside(ns, "ip", "link", "set", "lo", "up"))
+            run(*inside(self.client, "nft", "add", "table", "inet", "loss"))
+            run(*inside(self.client, "nft", "add", "chain", "inet", "loss",
+                "input", "{ type filter hook input priority 0 ; }"))
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -70,11 +80,11 @@ class Link:
 
     def loss(self, percent: int) -> None:
         """Drop `percent` % of the UDP datagrams the server sends the client, at random."""
-        run("ip", "netns", "exec", self.client, "nft", "flush", "chain", "inet", "loss", "input")
+        run(*inside(self.client, "nft", "flush", "chain", "inet", "loss", "input"))
         if percent:
-            run("ip", "netns", "exec", self.client, "nft", "add", "rule", "inet", "loss",
+            run(*inside(self.client, "nft", "add", "rule", "inet", "loss",
                 "input", "ip", "saddr", self.server_ip, "meta", "l4proto", "udp",
-                "numgen", "random", "mod", "100", "<", str(percent), "drop")
+                "numgen", "random", "mod", "100", "<", str(percent), "drop"))
 
     @contextlib.contextmanager
     def in_server(self):
@@ -105,6 +115,7 @@ class Link:
     def client_wrapper(self, directory: Path, program: str) -> Path:
         """An executable that runs `program` in the client namespace."""
         wrapper = directory / f"{Path(program).name}-in-{self.client}"
-        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {self.client} {program} "$@"\n')
+        wrapper.write_text("#!/bin/sh\nexec " + " ".join(inside(self.client, program))
+                           + ' "$@"\n')
         wrapper.chmod(0o755)
         return wrapper

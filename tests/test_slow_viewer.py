@@ -80,8 +80,8 @@ async def watch_slow_viewer(link: netns.Link, queue: tuple[str, ...],
         await asyncio.gather(healthy.wait_frames(10), slow.wait_frames(10))
         session = server.sessions.get("cam0", slow.location.rsplit("/", 1)[1])
         viewer = session.viewer
-        netns.run("ip", "netns", "exec", link.server, "tc", "qdisc", "add", "dev",
-                  link.server_veth, "root", *CAP, *queue)
+        netns.run(*netns.inside(link.server, "tc", "qdisc", "add", "dev",
+                                link.server_veth, "root", *CAP, *queue))
         since = len(healthy.codes)
         started = time.monotonic()
         rss = []
