@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import ctypes
 import json
 import logging
 import os
@@ -69,8 +70,34 @@ async def stdin_lines():
         yield json.loads(line)
 
 
+class MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2 (glibc ≥ 2.33; Debian 12 has 2.36)."""
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+
+def heap_figures() -> dict:
+    """Where the server's memory is, to tell a leak (bytes in use grow) from
+    allocator fragmentation (free bytes held in the heap grow): glibc's heap
+    in use and free (all arenas, plus mmapped blocks), and the interpreter's
+    live blocks and gc-tracked objects."""
+    import gc
+    figures = {"py_blocks": sys.getallocatedblocks(), "gc_objects": len(gc.get_objects())}
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except AttributeError:  # not glibc
+        return figures
+    mallinfo2.restype = MallInfo2
+    info = mallinfo2()
+    figures["malloc_in_use_mb"] = (info.uordblks + info.hblkhd) / 2**20
+    figures["malloc_free_mb"] = info.fordblks / 2**20
+    return figures
+
+
 async def child_server(picture: dict) -> None:
     from rpistream.config import parse_config
+    from rpistream.monitor.cycles import freeze_startup
     from rpistream.server import Server
 
     config = parse_config({
@@ -80,6 +107,7 @@ async def child_server(picture: dict) -> None:
     })
     server = Server(config)
     await server.start()
+    freeze_startup()  # as rpistream.server.serve() does
     try:
         emit({"pid": os.getpid(),
               "url": f"http://127.0.0.1:{server.port}/cameras/cam0/whep"})
@@ -89,7 +117,10 @@ async def child_server(picture: dict) -> None:
                 emit({"sessions": server.sessions.count(),
                       "viewers": len(broadcaster.viewers),
                       "frames": broadcaster.frames,
-                      "disconnects": dict(server.sessions.disconnects)})
+                      "disconnects": dict(server.sessions.disconnects),
+                      "collections": server.sessions.cycles.collections,
+                      "collect_ms": server.sessions.cycles.seconds * 1000,
+                      **heap_figures()})
             elif command["op"] == "quit":
                 return
     finally:
@@ -251,6 +282,17 @@ class Child:
                 await self.process.wait()
 
 
+SAMPLE_COLUMNS = ("t_s", "rss_mb", "reconnects", "sessions", "malloc_in_use_mb",
+                  "malloc_free_mb", "py_blocks", "gc_objects")
+
+
+def sample_row(elapsed: float, rss: float, counts: dict, stats: dict) -> tuple:
+    return (round(elapsed, 2), round(rss, 3), counts["reconnects"], stats["sessions"],
+            round(stats.get("malloc_in_use_mb", float("nan")), 3),
+            round(stats.get("malloc_free_mb", float("nan")), 3),
+            stats["py_blocks"], stats["gc_objects"])
+
+
 def least_squares_slope(xs: list[float], ys: list[float]) -> float:
     mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
     sxx = sum((x - mean_x) ** 2 for x in xs)
@@ -265,7 +307,7 @@ async def run(args) -> dict:
     picture = SMALL if args.small else LARGE
     server = await Child.start("server", json.dumps(picture))
     viewers = None
-    samples: list[tuple[float, float, int, int]] = []  # t, rss MB, reconnects, sessions
+    samples: list[tuple] = []  # one row of SAMPLE_COLUMNS each
     try:
         hello = await server.reply(START_TIMEOUT)
         process = psutil.Process(hello["pid"])
@@ -278,16 +320,16 @@ async def run(args) -> dict:
             rss = process.memory_info().rss / 2**20
             counts = await viewers.ask(op="counts")
             stats = await server.ask(op="stats")
-            samples.append((elapsed, rss, counts["reconnects"], stats["sessions"]))
+            samples.append(sample_row(elapsed, rss, counts, stats))
             if args.verbose:
-                print(f"{elapsed:7.1f} s  RSS {rss:7.2f} MB  sessions {stats['sessions']}  "
-                      f"reconnects {counts['reconnects']}", file=sys.stderr, flush=True)
+                print("  ".join(f"{k} {v:g}" for k, v in zip(SAMPLE_COLUMNS, samples[-1])),
+                      file=sys.stderr, flush=True)
             await asyncio.sleep(min(interval, max(0.0, duration - elapsed)))
         wall = time.monotonic() - started
         counts = await viewers.ask(op="counts")
         stats = await server.ask(op="stats")
         rss = process.memory_info().rss / 2**20
-        samples.append((wall, rss, counts["reconnects"], stats["sessions"]))
+        samples.append(sample_row(wall, rss, counts, stats))
     finally:
         if viewers is not None:
             await viewers.stop()
@@ -331,6 +373,11 @@ def summarize(result: dict, args) -> dict:
         if counts["steady_frames"] else None,
         "server_sessions_at_end": stats["sessions"],
         "server_disconnects": stats["disconnects"],
+        # Cycle collections after viewers left (rpistream/monitor/cycles.py)
+        # and the event loop's time in each, on average.
+        "gc_collections": stats["collections"],
+        "gc_ms_mean": round(stats["collect_ms"] / stats["collections"], 2)
+        if stats["collections"] else None,
         "targets": {"slope_mb_per_h": TARGET_SLOPE_MB_PER_H,
                     "peak_over_baseline_mb": TARGET_PEAK_OVER_BASELINE_MB},
     }
@@ -349,9 +396,8 @@ def write_outputs(result: dict, figures: dict, out: str) -> tuple[str, str]:
     stem = os.path.join(out, f"soak-{stamp}-{figures['viewers']}v")
     with open(stem + ".csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["t_s", "rss_mb", "reconnects", "sessions"])
-        for t, rss, reconnects, sessions in result["samples"]:
-            writer.writerow([f"{t:.2f}", f"{rss:.3f}", reconnects, sessions])
+        writer.writerow(SAMPLE_COLUMNS)
+        writer.writerows(result["samples"])
     times = [t / 60 for t, *_ in result["samples"]]
     rss = [r for _, r, *_ in result["samples"]]
     fig, ax = plt.subplots(figsize=(9, 4.5))

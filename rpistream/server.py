@@ -10,6 +10,7 @@ import urllib.parse
 
 from aiohttp import web
 
+from rpistream.monitor.cycles import freeze_startup
 from rpistream.monitor.memory import MemoryWatch
 from rpistream.monitor.systemd import SystemdNotifier
 from rpistream.stream.camera import Camera, CameraError
@@ -97,6 +98,7 @@ async def serve(config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    freeze_startup()
     print("rpistream is serving; open the viewer at " + "\n".join(server.urls()), flush=True)
     if config.server.token is None:
         print(f"WARNING: no access token is set (server.token in the config): anyone who "

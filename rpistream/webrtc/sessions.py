@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from rpistream.monitor.cycles import CycleCollector
 from rpistream.webrtc.session import PeerSession
 
 
@@ -29,6 +30,8 @@ class SessionRegistry:
         self.disconnects: dict[str, int] = {}  # close reason -> count, for stats
         # camera -> VIEWER_COUNTERS summed over the viewers that left it
         self.departed: dict[str, dict[str, int]] = {}
+        # A closed session's aiortc objects are freed by the cycle collector.
+        self.cycles = CycleCollector()
 
     def count(self, camera_name: str | None = None) -> int:
         if camera_name is None:
@@ -65,7 +68,9 @@ class SessionRegistry:
                 totals = self.departed.setdefault(session.camera.name, {})
                 for name in VIEWER_COUNTERS:
                     totals[name] = totals.get(name, 0) + getattr(session.viewer, name)
+            self.cycles.soon()
 
     async def close_all(self, reason: str) -> None:
         await asyncio.gather(*(s.close(reason) for s in list(self.sessions.values())),
                              return_exceptions=True)
+        self.cycles.stop()
