@@ -4,7 +4,9 @@ A real rpistream Server (test-pattern camera, H.264 1280x720 at 30 fps by
 default) runs alone in a child process; V aiortc viewers run in another child
 (ICE on 127.0.0.1 only, nothing decoded: see bench_fanout.py), one of them
 hanging up and opening a new WHEP session every S seconds. This process
-samples the server child's RSS (psutil) every few seconds, writes a CSV and a
+samples the server child's RSS (psutil) every few seconds, writes a CSV (with,
+beside RSS, glibc's heap in use and free and the interpreter's live blocks and
+gc-tracked objects: a leak grows the first, fragmentation the second) and a
 PNG plot into the output directory and prints:
 
 - baseline_mb: the server's RSS once warmed up (the median of the samples in
