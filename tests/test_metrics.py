@@ -120,6 +120,11 @@ async def test_metrics_and_stats_while_a_viewer_watches():
         after = await scrape(http, server)
         assert value(after, "rpistream_viewer_packets_sent_total", camera="cam0") >= packets
         assert value(after, "rpistream_viewer_disconnects_total", reason="hung up") == 1
+        await until(lambda: server.sessions.cycles.collections == 1, timeout=10)
+        after = await scrape(http, server)
+        assert value(after, "rpistream_cycle_collections_total") == 1
+        assert value(after, "rpistream_cycle_collected_objects_total") > 0
+        assert 0 < value(after, "rpistream_cycle_collection_seconds_total") < 1
         assert value(after, "rpistream_viewers", camera="cam0", state="streaming") == 0
         assert ("rpistream_viewer_rtt_seconds", frozenset({("camera", "cam0"), ("stat", "max")})
                 ) not in after

@@ -119,6 +119,17 @@ class ServerCollector:
         yield CounterMetricFamily("rpistream_memory_viewers_shed",
                                   "Viewers disconnected because memory was critical.",
                                   value=memory.viewers_shed)
+        cycles = self.sessions.cycles
+        yield CounterMetricFamily("rpistream_cycle_collections",
+                                  "Full garbage collections run after peers closed "
+                                  "(their aiortc objects are reference cycles).",
+                                  value=cycles.collections)
+        yield CounterMetricFamily("rpistream_cycle_collected_objects",
+                                  "Unreachable objects those collections freed.",
+                                  value=cycles.collected)
+        yield CounterMetricFamily("rpistream_cycle_collection_seconds",
+                                  "Time the event loop spent in those collections.",
+                                  value=cycles.seconds)
         yield GaugeMetricFamily("rpistream_asyncio_tasks", "asyncio tasks alive.",
                                 value=len(asyncio.all_tasks()))
         yield GaugeMetricFamily("rpistream_peers",
