@@ -15,6 +15,7 @@ from rpistream.monitor.memory import MemoryWatch
 from rpistream.monitor.systemd import SystemdNotifier
 from rpistream.stream.camera import Camera, CameraError
 from rpistream.web.app import create_app
+from rpistream.web.malformed import log_malformed_requests_in_one_line
 from rpistream.web.ratelimit import OfferRateLimit
 from rpistream.webrtc import aiortc_internals
 from rpistream.webrtc.sessions import SessionRegistry
@@ -52,6 +53,7 @@ class Server:
                                 keyframe_min_interval=self.config.limits.keyframe_min_interval)
                 self.cameras[camera.name] = camera
                 await camera.start()
+            log_malformed_requests_in_one_line()
             self._runner = web.AppRunner(self.app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)

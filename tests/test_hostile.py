@@ -1,7 +1,8 @@
 """Hostile clients: hypothesis-made SDP bodies (random text, real offers
-mutated), wrong content types, huge bodies, unknown sessions, bad trickle
-fragments and bad tokens against every route. The server must answer each with
-a 4xx and one line of text — never a 5xx, never a traceback — while a viewer
+mutated), wrong content types, huge bodies, malformed HTTP, unknown sessions,
+bad trickle fragments and bad tokens against every route. The server must
+answer each with a 4xx and one line of text — never a 5xx, never a traceback
+(not even in its log) — while a viewer
 connected the whole time keeps receiving frames, and no session is left behind.
 
 The server and that viewer run in an event loop on a thread of their own, for
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import logging
+import socket
 import threading
 import time
 import urllib.parse
@@ -353,6 +356,36 @@ def test_huge_bodies(healthy, size):
 def test_no_content_type_and_no_body(healthy):
     for body, content_type in ((b"", SDP), (b"", None), (healthy.offer.encode(), None)):
         refused(healthy, *post(healthy, body, content_type))
+
+
+# Requests aiohttp's parser refuses before any handler runs.
+AUTH_LINE = f"Authorization: Bearer {TOKEN}\r\n".encode()
+MALFORMED_HTTP = {
+    "bad Content-Length": b"GET /healthz HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+    "bad header name": b"GET /healthz HTTP/1.1\r\nBad Header\x01: y\r\n\r\n",
+    "header over 8 KiB": b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
+    "two Content-Lengths": b"GET /healthz HTTP/1.1\r\nContent-Length: 1\r\n"
+                           b"Content-Length: 2\r\n\r\nab",
+    "bad chunk size": b"POST /cameras/cam0/whep HTTP/1.1\r\n" + AUTH_LINE
+                      + b"Content-Type: application/sdp\r\nTransfer-Encoding: chunked\r\n"
+                      b"\r\nzz\r\n\r\n",
+    "chunk longer than said": b"POST /cameras/cam0/whep HTTP/1.1\r\n" + AUTH_LINE
+                              + b"Content-Type: application/sdp\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n5\r\nabcdefghij\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED_HTTP.values(), ids=MALFORMED_HTTP.keys())
+def test_malformed_http_is_answered_400_and_logged_in_one_line(healthy, caplog, request_bytes):
+    caplog.set_level(logging.WARNING, logger="aiohttp.server")
+    with socket.create_connection((healthy.host, healthy.port), timeout=10) as connection:
+        connection.sendall(request_bytes)
+        status_line = connection.makefile("rb").readline()
+    assert status_line.split()[1] == b"400", status_line
+    healthy.call(_until(lambda: any(r.name == "aiohttp.server" for r in caplog.records), 5))
+    (record,) = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage().startswith("malformed HTTP request from 127.0.0.1, answered 400: ")
 
 
 # ── sessions and routes ──────────────────────────────────────────────────────
