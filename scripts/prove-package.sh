@@ -144,6 +144,7 @@ in_root systemctl is-enabled rpistream.service | grep -qx enabled \
     || fail "rpistream.service is not enabled"
 in_root sh -c 'command -v rpistream' | grep -qx /usr/bin/rpistream \
     || fail "rpistream is not on the PATH"
+[ -f "$ROOT/usr/share/man/man1/rpistream.1.gz" ] || fail "no man page: man rpistream"
 
 say "systemd-analyze verify, security"
 UNIT=/lib/systemd/system/rpistream.service
