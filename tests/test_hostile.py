@@ -2,8 +2,8 @@
 mutated), wrong content types, huge bodies, malformed HTTP, unknown sessions,
 bad trickle fragments and bad tokens against every route. The server must
 answer each with a 4xx and one line of text — never a 5xx, never a traceback
-(not even in its log) — while a viewer
-connected the whole time keeps receiving frames, and no session is left behind.
+(not even in its log) — while a viewer connected the whole time keeps
+receiving frames, and no session is left behind.
 
 The server and that viewer run in an event loop on a thread of their own, for
 the whole module; hypothesis drives plain blocking HTTP requests at it.
