@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import csv
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -84,7 +85,6 @@ def heap_figures() -> dict:
     allocator fragmentation (free bytes held in the heap grow): glibc's heap
     in use and free (all arenas, plus mmapped blocks), and the interpreter's
     live blocks and gc-tracked objects."""
-    import gc
     figures = {"py_blocks": sys.getallocatedblocks(), "gc_objects": len(gc.get_objects())}
     try:
         mallinfo2 = ctypes.CDLL(None).mallinfo2
