@@ -528,6 +528,7 @@ def make_fake_picamera2(mods):
                 return
             self.stop()
             self.camera.release()
+            self.buffers_held_at_close = sum(1 for n in self.allocator.in_use.values() if n)
             self.is_open = False
             self.streams = []
             self.stream_map = {}
@@ -694,7 +695,9 @@ def probe(args):
     print(f"stream    {len(frames)} frames, the first a keyframe with NAL types "
           f"{h264.nal_types(frames[0][0])}, then none; pts step {mean:.0f}/90 kHz "
           f"(one frame: {expected:.0f}); capture-to-ring {min(lags) / 1e6:.1f}.."
-          f"{max(lags) / 1e6:.1f} ms; profile-level-id {h264.profile_level_id_from_sps(sps)}")
+          f"{max(lags) / 1e6:.1f} ms (median {sorted(lags)[len(lags) // 2] * args.fps / 1e9:.1f} "
+          f"frame periods); "
+          f"profile-level-id {h264.profile_level_id_from_sps(sps)}")
 
     decode_and_compare(args, np, av, frames, "the first")
 
@@ -722,6 +725,8 @@ def probe(args):
     check(source.error is None, f"source error: {source.error}")
     check(not camera.is_open and not camera.started, "picamera2 did not stop and close the camera")
     check(not encoder.running, "the encoder is still running")
+    check(camera.buffers_held_at_close == 0,
+          f"{camera.buffers_held_at_close} frame buffers still held by requests at close")
     print(f"stopped   sensor filmed {camera.camera.frames} frames (dropped {camera.camera.dropped} "
           f"for want of a free buffer); source pushed {source.frames}; the camera closed")
 
