@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from rpistream import __version__
-from rpistream.sources import available_sources
+from rpistream.sources import available_sources, camera_stack
 from rpistream.config import (DEFAULT_CONFIG_PATH, Config, ConfigError, load_config,
                               parse_camera_spec, resolve_config_path)
 
@@ -106,12 +106,17 @@ def check(args: argparse.Namespace) -> int:
         if cam.source == "file" and not os.access(cam.options.path, os.R_OK):
             problems.append(f"file {cam.options.path}: cannot be read")
         ready = ready and not problems
+        fallback = f" (a test pattern, because {cam.fallback_reason})" if cam.fallback_reason \
+            else ""
         print(f"  {cam.name}: {cam.source}, {cam.codec} {cam.width}x{cam.height} "
               f"{cam.fps} fps {_bitrate(cam.bitrate)}: "
-              + ("; ".join(problems) if problems else "ok"))
+              + ("; ".join(problems) if problems else "ok") + fallback)
     print("sources on this machine:")
     for kind, status in sources.items():
         print(f"  {kind}: {status}")
+    print("camera stack, as this Python finds it:")
+    for module in camera_stack.MODULES:
+        print(f"  {camera_stack.where(module) or module + ': not installed'}")
     print("PyAV encoders:")
     for codec, status in encoders.items():
         print(f"  {codec}: {status}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
 import ipaddress
 import json
 import math
@@ -547,6 +546,9 @@ class CameraConfig(_Section):
         SourceOptions(),
         "Options of the camera's source, as a table (see below).",
         None, default_text="the source's defaults")
+    # Not a key (schema() skips it): why a test pattern stands in for the Pi
+    # camera a config without cameras gets, said wherever the camera shows.
+    fallback_reason: str | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
         if self.options is None:  # e.g. CameraConfig(name="cam0", source="testpattern")
@@ -700,7 +702,7 @@ class Config(_Section):
 
 def schema(cls: type) -> dict[str, dataclasses.Field]:
     """TOML key -> dataclass field of `cls`."""
-    return {f.metadata["toml"] or f.name: f for f in dataclasses.fields(cls)}
+    return {f.metadata["toml"] or f.name: f for f in dataclasses.fields(cls) if f.metadata}
 
 
 # ── loading ──────────────────────────────────────────────────────────────────
@@ -741,19 +743,22 @@ def parse_config(data: dict, source: str = "<config>", *,
     config = Table(Config).parse(data, "", walk, {})
     if walk.errors:
         raise ConfigError(source, walk.errors)
-    if "camera" not in data and camera_attached():
-        config = dataclasses.replace(config, cameras=(CameraConfig(
-            name="cam0", source="picamera2", options=Picamera2Options()),))
+    if "camera" not in data:
+        config = dataclasses.replace(config, cameras=(default_camera(),))
     return config
 
 
-def camera_attached() -> bool:
-    """Whether picamera2 is installed and finds a camera (on a Raspberry Pi)."""
-    if importlib.util.find_spec("picamera2") is None:
-        return False
-    from rpistream.sources import available_sources  # imports picamera2: only when present
+def default_camera() -> CameraConfig:
+    """The camera of a config that names none: the Pi camera where picamera2
+    finds one, else a test pattern that carries the reason."""
+    from rpistream.sources import picamera2_status  # PyAV and, if present, picamera2
 
-    return available_sources()["picamera2"].startswith("ok")
+    status = picamera2_status()
+    if status.startswith("ok"):
+        return CameraConfig(name="cam0", source="picamera2", options=Picamera2Options())
+    return CameraConfig(name="cam0", source="testpattern",
+                        fallback_reason="no camera is configured and " + status.removeprefix(
+                            "unavailable: "))
 
 
 def resolve_config_path(path: str | None) -> str | None:

@@ -49,6 +49,9 @@ class Server:
         aiortc_internals.restrict_host_addresses(list(self.config.server.ice_hosts))
         try:
             for camera_config in self.config.cameras:
+                if camera_config.fallback_reason:
+                    logger.warning("camera %s: a test pattern, because %s", camera_config.name,
+                                   camera_config.fallback_reason)
                 camera = Camera(camera_config,
                                 keyframe_min_interval=self.config.limits.keyframe_min_interval)
                 self.cameras[camera.name] = camera

@@ -35,18 +35,20 @@ frames reach the ring, the first is a keyframe, every access unit is Annex-B
 with SPS, PPS and IDR on keyframes only, pts (from the sensor timestamps,
 through picamera2's microsecond timestamps) increase by one frame duration,
 source.request_keyframe() mid-stream (keyframe_interval 60 s) gives an IDR
-within a few frames (encoder.force_key_frame()), and PyAV decodes every
+within a few frames, and PyAV decodes every
 frame to the picture the sensor filmed (block code frame numbers consecutive;
 planes close to the original, which proves the stride and chroma layout).
 When a picamera2 thread dies, the failure names the exception and the line.
 
-Known result (picamera2 0.3.38, December 2026): everything passes up to the
-keyframe request, which fails with every PyAV rpistream accepts (>= 14):
-LibavH264Encoder._encode sets frame.pict_type = "I", which PyAV 14 (its
+What this probe found first (picamera2 0.3.38, December 2026): picamera2's
+own LibavH264Encoder.force_key_frame() fails with every PyAV rpistream accepts
+(>= 14): _encode then sets frame.pict_type = "I", which PyAV 14 (its
 PictureType became an IntEnum) refuses with "TypeError: an integer is
 required"; the exception kills picamera2's event loop thread, so no frame
 follows and Picamera2.stop() then waits for that dead loop. PyAV 13 would take
-"I" but lacks from_numpy_buffer(width=), which the same _encode needs.
+"I" but lacks from_numpy_buffer(width=), which the same _encode needs. So
+rpistream asks that encoder's PyAV stream for the keyframe instead
+(rpistream/sources/picamera2.py); the step below says which way was taken.
 
 Where libcamera's bindings are absent (Debian bookworm), picamera2 imports
 with stand-ins for two modules: libcamera (Transform, ColorSpace with Sycc,
@@ -701,7 +703,7 @@ def probe(args):
 
     decode_and_compare(args, np, av, frames, "the first")
 
-    step("source.request_keyframe() -> encoder.force_key_frame() -> an IDR")
+    step("source.request_keyframe() -> an IDR")
     requested = getattr(encoder, "_key_frames_requested", None)
     # Frames that reached the ring while the first ones were checked came
     # before the request: take them out first (they are decoded with the rest).
@@ -715,7 +717,7 @@ def probe(args):
     check_access_units(h264, after, "after the request")
     how = ("encoder.force_key_frame()"
            if requested is not None and encoder._key_frames_requested > requested
-           else "not encoder.force_key_frame()")
+           else f"the PyAV stream, {type(encoder._stream).__name__}")
     print(f"keyframe  requested after frame {len(frames) - 1} (through {how}): an IDR "
           f"{len(after)} frame(s) later, NAL types {h264.nal_types(after[-1][0])}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 from rpistream.config import parse_config
 from rpistream.server import Server
@@ -17,21 +18,28 @@ def camera(name: str = "cam0", codec: str = "h264", source: str = "testpattern",
 
 @contextlib.asynccontextmanager
 async def serving(*cameras: dict, limits: dict | None = None, address: str = "127.0.0.1",
-                  server: dict | None = None, monitor: dict | None = None):
+                  server: dict | None = None, monitor: dict | None = None,
+                  default_camera: bool = False):
     """A started Server with these cameras (default: one small H.264 test
     pattern) listening on `address` (loopback, or a test namespace's) at a free
     port, offering only that address as ICE candidate; stopped on exit
     whatever happens. `server` adds keys to the [server] table (e.g. a token),
-    `monitor` is the [monitor] table."""
-    config = parse_config({
+    `monitor` is the [monitor] table. `default_camera`: no [[camera]] table,
+    so the server picks its camera (made SMALL) as a fresh install does."""
+    data = {
         "server": {"host": address, "port": 0, "ice_hosts": [address], **(server or {})},
-        "camera": list(cameras) or [camera()],
         "limits": limits or {},
         # The whole test suite runs in one process whose RSS is the tests' as
         # much as the server's: thresholds out of its reach, unless a test of
         # the memory watch sets its own.
         "monitor": {"warn_rss_mb": 16000, "critical_rss_mb": 16384, **(monitor or {})},
-    })
+    }
+    if not default_camera:
+        data["camera"] = list(cameras) or [camera()]
+    config = parse_config(data)
+    if default_camera:
+        config = dataclasses.replace(config, cameras=tuple(
+            dataclasses.replace(c, **SMALL) for c in config.cameras))
     server = Server(config)
     await server.start()
     try:

@@ -168,3 +168,13 @@ async def test_a_camera_that_stops_sending_is_reported(tmp_path):
         server.cameras["cam0"].source.stop()  # the connection stays up; frames stop
         await page.wait_for_function(f"{player('cam0')}.state === 'stalled'", timeout=8_000)
         assert "No video for 3 s" in await page.text_content(".message")
+
+
+async def test_a_test_pattern_in_place_of_the_pi_camera_says_why(tmp_path):
+    async with serving(default_camera=True) as server, chromium(tmp_path) as browser:
+        page = await open_viewer(browser, server)
+        await wait_playing(page, "cam0")
+        notice = page.locator(".fallback")
+        assert await notice.is_visible()
+        assert await notice.text_content() == (
+            "Test pattern, not a camera: " + server.config.cameras[0].fallback_reason)

@@ -1,4 +1,5 @@
 import dataclasses
+import importlib.util
 import json
 import math
 import re
@@ -454,8 +455,25 @@ def test_dataclasses_are_frozen():
 def test_no_cameras_configured_means_the_pi_camera_when_picamera2_finds_one(standin):
     (camera,) = parse_config({}).cameras
     assert (camera.name, camera.source, camera.codec) == ("cam0", "picamera2", "h264")
+    assert camera.fallback_reason is None
     standin.STANDIN_CAMERAS.clear()
-    assert parse_config({}).cameras[0].source == "testpattern"
+    (camera,) = parse_config({}).cameras
+    assert camera.source == "testpattern"
+    assert camera.fallback_reason.startswith("no camera is configured and picamera2 finds "
+                                             "no camera (check the cable")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("picamera2") is not None,
+                    reason="picamera2 is installed here: the not-installed reason cannot show")
+def test_a_test_pattern_in_place_of_the_pi_camera_says_why(no_default_file):
+    (camera,) = parse_config({}).cameras
+    assert camera.source == "testpattern"
+    assert camera.fallback_reason == (
+        "no camera is configured and picamera2 is not installed: install python3-picamera2 "
+        "from Raspberry Pi OS (sudo apt install python3-picamera2); a virtualenv needs "
+        "--system-site-packages to see it")
+    (named,) = parse_config({"camera": [{"source": "testpattern"}]}).cameras
+    assert named.fallback_reason is None  # asked for: nothing to explain
 
 
 def test_token_file_is_read_when_no_token_is_set(tmp_path):

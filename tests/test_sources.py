@@ -250,15 +250,16 @@ def test_available_sources_here():
     assert available_sources() == {
         "testpattern": "ok: PyAV has libx264 and libvpx",
         "file": "ok: replays .h264 (Annex-B H.264) and .ivf (VP8) files",
-        "picamera2": "unavailable: picamera2 not installed (python3-picamera2 from "
-                     "Raspberry Pi OS)",
+        "picamera2": "unavailable: picamera2 is not installed: install python3-picamera2 "
+                     "from Raspberry Pi OS (sudo apt install python3-picamera2); a "
+                     "virtualenv needs --system-site-packages to see it",
     }
 
 
 @picamera2_installed
 def test_picamera2_not_installed():
-    with pytest.raises(ValueError, match=r"^picamera2 is not installed \(No module named "
-                                         r"'picamera2'\): install python3-picamera2 from "
+    with pytest.raises(ValueError, match=r"^picamera2 cannot be imported: picamera2 is not "
+                                         r"installed: install python3-picamera2 from "
                                          r"Raspberry Pi OS"):
         create_source("picamera2", FrameRing(4096), codec="h264", options={}, **PARAMS)
 

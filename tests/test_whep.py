@@ -145,3 +145,16 @@ async def test_api_and_health(server, http):
     async with http.get(f"{base_url(server)}/healthz") as response:
         assert response.status == 503
         assert "cam0" in (await response.json())["failing"]
+
+
+async def test_a_test_pattern_in_place_of_the_pi_camera_says_why(caplog):
+    async with serving(default_camera=True) as server, aiohttp.ClientSession() as http:
+        reason = server.config.cameras[0].fallback_reason
+        assert reason.startswith("no camera is configured and picamera2 ")
+        async with http.get(f"{base_url(server)}/api/cameras") as response:
+            (info,) = await response.json()
+        assert (info["source"], info["fallback_reason"]) == ("testpattern", reason)
+        async with http.get(f"{base_url(server)}/healthz") as response:
+            assert response.status == 200
+            assert (await response.json())["test_pattern_because"] == {"cam0": reason}
+    assert f"camera cam0: a test pattern, because {reason}" in caplog.text

@@ -13,9 +13,11 @@ import numbers
 
 import av
 
+from rpistream.sources import camera_stack
 from rpistream.sources.base import CODECS, Source, SourceError
 
-__all__ = ["KINDS", "Source", "SourceError", "available_sources", "create_source"]
+__all__ = ["KINDS", "Source", "SourceError", "available_sources", "create_source",
+           "picamera2_status"]
 
 KINDS = ("testpattern", "file", "picamera2")
 # Options each kind accepts beyond the common parameters, and their defaults
@@ -72,7 +74,7 @@ def create_source(kind: str, ring, *, codec: str, width: int, height: int, fps: 
 def available_sources() -> dict[str, str]:
     """For each kind: "ok: ..." when it can run here, else "unavailable: why"."""
     return {"testpattern": _testpattern_status(), "file": _file_status(),
-            "picamera2": _picamera2_status()}
+            "picamera2": picamera2_status()}
 
 
 def _options(kind: str, options: dict) -> dict:
@@ -122,15 +124,20 @@ def _file_status() -> str:
     return "ok: replays .h264 (Annex-B H.264) and .ivf (VP8) files"
 
 
-def _picamera2_status() -> str:
+def picamera2_status() -> str:
+    """"ok: ..." naming the cameras when picamera2 finds one, else
+    "unavailable: " and why, in one line."""
     if importlib.util.find_spec("picamera2") is None:
-        return "unavailable: picamera2 not installed (python3-picamera2 from Raspberry Pi OS)"
+        return f"unavailable: picamera2 is not installed: {camera_stack.INSTALL}"
+    from rpistream.sources.picamera2 import import_picamera2
     try:
-        from rpistream.sources.picamera2 import import_picamera2
         picamera2_class, h264_encoder, _, _ = import_picamera2()
+    except ValueError as exc:
+        return f"unavailable: {exc}"
+    try:
         cameras = picamera2_class.global_camera_info()
-    except Exception as exc:  # noqa: BLE001 - a report, whatever picamera2 raises
-        return f"unavailable: picamera2 does not work here: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a report, whatever libcamera raises
+        return f"unavailable: picamera2 cannot list cameras: {type(exc).__name__}: {exc}"
     if not cameras:
         return ("unavailable: picamera2 finds no camera (check the cable and "
                 "camera_auto_detect=1 in /boot/firmware/config.txt)")

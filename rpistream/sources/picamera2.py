@@ -31,9 +31,17 @@ encoders/v4l2_encoder.py, encoders/libav_h264_encoder.py, outputs/output.py):
   for both the V4L2 and the libav encoder). Older picamera2 lacks it; there we
   set the V4L2 button control V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME with
   VIDIOC_S_CTRL on the V4L2 encoder's open device (encoder.vd), which the
-  driver passes to the firmware as an I-frame request for the next frame; an old libav encoder
-  cannot be asked (logged once). request_keyframe() only flags the request;
-  the source's own thread makes the call, never picamera2's threads.
+  driver passes to the firmware as an I-frame request for the next frame.
+  request_keyframe() only flags the request; the source's own thread makes
+  the call, never picamera2's threads.
+- The libav encoder's force_key_frame() cannot be used with the PyAV
+  rpistream needs (>= 14): picamera2 (0.3.38) then sets frame.pict_type = "I"
+  in LibavH264Encoder._encode, which PyAV 14 refuses ("an integer is
+  required": PictureType became an IntEnum, PyAV PR #1634); the TypeError
+  kills picamera2's event loop thread, frames stop and stop_recording() waits
+  for the dead loop forever. So for that encoder the keyframe is asked of the
+  PyAV stream it encodes with (encoder._stream, made by start_recording): a
+  wrapper sets PictureType.I on the next frame it is handed.
 """
 
 from __future__ import annotations
@@ -45,13 +53,11 @@ import struct
 import threading
 import time
 
+from rpistream.sources import camera_stack
 from rpistream.sources.base import PTS_HZ, Source, SourceError
 
 log = logging.getLogger("rpistream.sources")
 
-INSTALL_HINT = ("install python3-picamera2 from Raspberry Pi OS (sudo apt install "
-                "python3-picamera2), and give rpistream's Python access to it (a venv "
-                "needs --system-site-packages)")
 # linux/v4l2-controls.h: V4L2_CID_CODEC_BASE (0x990900) + 229, a button control.
 V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME = 0x00990900 + 229
 # linux/videodev2.h: _IOWR('V', 28, struct v4l2_control { __u32 id; __s32 value; }).
@@ -63,14 +69,15 @@ STOP_TIMEOUT = 5.0
 
 def import_picamera2():
     """(Picamera2, H264Encoder, Output, Transform) from picamera2 and libcamera
-    (which python3-picamera2 depends on); ValueError if they are missing."""
+    (which python3-picamera2 depends on); ValueError, one line naming the
+    module that failed and what to do, if they cannot be imported."""
     try:
         picamera2 = importlib.import_module("picamera2")
         encoders = importlib.import_module("picamera2.encoders")
         outputs = importlib.import_module("picamera2.outputs")
         libcamera = importlib.import_module("libcamera")
-    except ImportError as exc:
-        raise ValueError(f"picamera2 is not installed ({exc}): {INSTALL_HINT}") from exc
+    except Exception as exc:  # noqa: BLE001 - an extension's import raises anything
+        raise ValueError(camera_stack.explain(exc)) from exc
     return picamera2.Picamera2, encoders.H264Encoder, outputs.Output, libcamera.Transform
 
 
@@ -152,6 +159,8 @@ class Picamera2Source(Source):
             raise SourceError(f"this picamera2's H264Encoder is too old ({exc}): "
                               f"upgrade python3-picamera2") from exc
         picam2.start_recording(encoder, self._output_class(self, encoder))
+        if _is_libav(encoder):
+            encoder._stream = _KeyframeStream(encoder._stream)
         try:
             while not self._stopping.is_set():
                 self._attention.wait()
@@ -163,6 +172,9 @@ class Picamera2Source(Source):
             picam2.stop_recording()
 
     def _force_keyframe(self, encoder) -> None:
+        if _is_libav(encoder):
+            encoder._stream.keyframe_wanted = True
+            return
         force = getattr(encoder, "force_key_frame", None)
         if force is not None:
             force()
@@ -187,7 +199,7 @@ class Picamera2Source(Source):
         what every WebRTC peer decodes. The V4L2 encoder takes it as a control;
         picamera2's libav encoder takes no baseline name reliably, but its
         default "ultrafast" preset makes baseline anyway."""
-        if self._h264_encoder.__name__ == "LibavH264Encoder":
+        if _is_libav(self._h264_encoder):
             return None
         return "constrained baseline"
 
@@ -203,6 +215,36 @@ class Picamera2Source(Source):
                 self._failure = f"pushing a camera frame failed: {type(exc).__name__}: {exc}"
             self._stopping.set()
             self._attention.set()
+
+
+def _is_libav(encoder) -> bool:
+    """Whether `encoder` (an instance or class) is picamera2's software
+    (libav) H.264 encoder, the Pi 5's."""
+    cls = encoder if isinstance(encoder, type) else type(encoder)
+    return cls.__name__ == "LibavH264Encoder"
+
+
+class _KeyframeStream:
+    """picamera2's libav encoder's PyAV stream, with keyframes on demand the
+    way PyAV >= 14 takes them (see the module's doc): the next frame after a
+    request is encoded as PictureType.I. Set on the source's thread, read on
+    picamera2's; a bool needs no lock under the GIL."""
+
+    def __init__(self, stream):
+        from av.video.frame import PictureType  # PyAV >= 14, as rpistream requires
+
+        self._stream = stream
+        self._intra = PictureType.I
+        self.keyframe_wanted = False
+
+    def encode(self, frame=None):
+        if frame is not None and self.keyframe_wanted:
+            self.keyframe_wanted = False
+            frame.pict_type = self._intra
+        return self._stream.encode(frame)
+
+    def __getattr__(self, name):  # everything else is the stream's
+        return getattr(self._stream, name)
 
 
 def _capture_monotonic_ns(timestamp, first_timestamp) -> int:

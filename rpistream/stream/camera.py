@@ -96,5 +96,7 @@ class Camera:
             "bitrate": config.bitrate, "whep": f"/cameras/{self.name}/whep",
             "viewers": len(self.broadcaster.viewers),
             "error": self.source.error,
+            # Why a test pattern shows in place of the Pi camera, if it does.
+            "fallback_reason": config.fallback_reason,
             "profile_level_id": self.source.profile_level_id,
         }

@@ -169,16 +169,20 @@ async def api_cameras(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 while every camera delivers frames; 503 naming the cameras that don't."""
+    """200 while every camera delivers frames; 503 naming the cameras that don't.
+    Test patterns standing in for a Pi camera are named with the reason."""
     failing = {name: camera.source.error or "source stopped"
                for name, camera in request.app[CAMERAS].items()
                if camera.source.error or not camera.source.running}
     status = 503 if failing else 200
     if request.get(AUTHORIZED) is False:  # a token is set and this probe lacks it
         return web.json_response({"status": "failing" if failing else "ok"}, status=status)
+    fallbacks = {name: camera.config.fallback_reason
+                 for name, camera in request.app[CAMERAS].items() if camera.config.fallback_reason}
     return web.json_response({"status": "failing" if failing else "ok",
                               "viewers": request.app[SESSIONS].count(),
-                              "failing": failing}, status=status)
+                              "failing": failing, "test_pattern_because": fallbacks},
+                             status=status)
 
 
 async def index(request: web.Request) -> web.FileResponse:

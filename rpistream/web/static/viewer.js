@@ -53,6 +53,11 @@ class Player {
     this.overlay = this.element.querySelector(".stats");
     this.stateText = this.element.querySelector(".state");
     this.element.querySelector(".name").textContent = label;
+    // A test pattern in place of the Pi camera says so, and why, all the time.
+    const fallback = this.element.querySelector(".fallback");
+    fallback.hidden = !camera?.fallback_reason;
+    fallback.textContent = camera?.fallback_reason
+      ? `Test pattern, not a camera: ${camera.fallback_reason}` : "";
     if (camera?.width && camera?.height) {
       this.element.style.setProperty("--aspect", `${camera.width} / ${camera.height}`);
     }
