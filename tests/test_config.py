@@ -459,8 +459,9 @@ def test_no_cameras_configured_means_the_pi_camera_when_picamera2_finds_one(stan
     standin.STANDIN_CAMERAS.clear()
     (camera,) = parse_config({}).cameras
     assert camera.source == "testpattern"
-    assert camera.fallback_reason.startswith("no camera is configured and picamera2 finds "
-                                             "no camera (check the cable")
+    assert camera.fallback_reason.startswith("no camera is configured and picamera2 "
+                                             "(version unknown) works, but finds no camera "
+                                             "(check the cable")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("picamera2") is not None,

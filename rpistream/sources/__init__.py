@@ -139,8 +139,9 @@ def picamera2_status() -> str:
     except Exception as exc:  # noqa: BLE001 - a report, whatever libcamera raises
         return f"unavailable: picamera2 cannot list cameras: {type(exc).__name__}: {exc}"
     if not cameras:
-        return ("unavailable: picamera2 finds no camera (check the cable and "
-                "camera_auto_detect=1 in /boot/firmware/config.txt)")
+        return (f"unavailable: picamera2 {camera_stack.version('picamera2')} works, but finds "
+                f"no camera (check the cable and camera_auto_detect=1 in "
+                f"/boot/firmware/config.txt)")
     encoder = ("hardware H.264 encoder (V4L2)" if h264_encoder.__name__ == "H264Encoder"
                else f"software H.264 encoder ({h264_encoder.__name__})")
     models = ", ".join(f"{i}: {c.get('Model', '?')}" for i, c in enumerate(cameras))

@@ -26,6 +26,13 @@ NUMPY_ABI_MESSAGES = ("numpy.dtype size changed", "compiled using NumPy 1.x",
                       "numpy.core.multiarray failed to import", "_ARRAY_API not found")
 
 
+def version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:  # e.g. libcamera's bindings
+        return "(version unknown)"
+
+
 def where(module: str) -> str | None:
     """'numpy 1.24.2 in /usr/lib/python3/dist-packages', or None if not installed."""
     try:
@@ -34,14 +41,10 @@ def where(module: str) -> str | None:
         spec = None
     if spec is None or spec.origin is None:
         return None
-    try:
-        version = " " + importlib.metadata.version(module)
-    except importlib.metadata.PackageNotFoundError:  # e.g. libcamera's bindings
-        version = ""
     # numpy/__init__.py -> the directory holding the package
     directory = os.path.dirname(os.path.dirname(spec.origin)) if spec.submodule_search_locations \
         else os.path.dirname(spec.origin)
-    return f"{module}{version} in {directory}"
+    return f"{module} {version(module)} in {directory}"
 
 
 def failed_module(exc: BaseException) -> str | None:
