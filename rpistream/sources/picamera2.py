@@ -40,8 +40,14 @@ encoders/v4l2_encoder.py, encoders/libav_h264_encoder.py, outputs/output.py):
   required": PictureType became an IntEnum, PyAV PR #1634); the TypeError
   kills picamera2's event loop thread, frames stop and stop_recording() waits
   for the dead loop forever. So for that encoder the keyframe is asked of the
-  PyAV stream it encodes with (encoder._stream, made by start_recording): a
-  wrapper sets PictureType.I on the next frame it is handed.
+  PyAV stream it encodes with (encoder._stream, made by its _start() when
+  start_recording starts it): a wrapper sets PictureType.I on the next frame
+  it is handed.
+- The same _start() sets the codec's thread_type to FRAME, which overrides
+  the zerolatency tune's sliced threads: libx264 then holds a frame per
+  thread before the first comes out (measured: 2 frames, 67 ms at 30 fps on
+  2 cores; a Pi 5 has 4). The wrapper puts SLICE back before the codec opens
+  on the first frame: the threads share each frame and no frame waits.
 """
 
 from __future__ import annotations
@@ -158,9 +164,9 @@ class Picamera2Source(Source):
         except TypeError as exc:
             raise SourceError(f"this picamera2's H264Encoder is too old ({exc}): "
                               f"upgrade python3-picamera2") from exc
-        picam2.start_recording(encoder, self._output_class(self, encoder))
         if _is_libav(encoder):
-            encoder._stream = _KeyframeStream(encoder._stream)
+            _wrap_stream_on_start(encoder)
+        picam2.start_recording(encoder, self._output_class(self, encoder))
         try:
             while not self._stopping.is_set():
                 self._attention.wait()
@@ -224,15 +230,29 @@ def _is_libav(encoder) -> bool:
     return cls.__name__ == "LibavH264Encoder"
 
 
+def _wrap_stream_on_start(encoder) -> None:
+    """Have picamera2's libav encoder encode through a _KeyframeStream from
+    the moment its _start() has made the stream, before any frame."""
+    start = encoder._start
+
+    def start_then_wrap():
+        start()
+        encoder._stream = _KeyframeStream(encoder._stream)
+
+    encoder._start = start_then_wrap
+
+
 class _KeyframeStream:
     """picamera2's libav encoder's PyAV stream, with keyframes on demand the
-    way PyAV >= 14 takes them (see the module's doc): the next frame after a
-    request is encoded as PictureType.I. Set on the source's thread, read on
-    picamera2's; a bool needs no lock under the GIL."""
+    way PyAV >= 14 takes them and sliced threads (see the module's doc): the
+    next frame after a request is encoded as PictureType.I. Set on the
+    source's thread, read on picamera2's; a bool needs no lock under the GIL."""
 
     def __init__(self, stream):
+        from av.codec.context import ThreadType
         from av.video.frame import PictureType  # PyAV >= 14, as rpistream requires
 
+        stream.codec_context.thread_type = ThreadType.SLICE  # the codec opens on frame 1
         self._stream = stream
         self._intra = PictureType.I
         self.keyframe_wanted = False
