@@ -6,7 +6,11 @@ the token, decodes frames until their block codes show the test pattern
 advancing, and hangs up. Prints what it saw; exits non-zero, naming the step,
 on anything else.
 
-    python tests/package_probe.py http://127.0.0.1:8080 TOKEN
+    python tests/package_probe.py http://127.0.0.1:8080 TOKEN [--frames N]
+        [--frames-timeout S] [--start-timeout S]
+
+The defaults suit a native build; scripts/prove-pi.sh gives an emulated
+(qemu) server longer.
 
 ICE uses 127.0.0.1 only: the script runs it in a network namespace that has
 nothing but loopback.
@@ -14,6 +18,7 @@ nothing but loopback.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
@@ -26,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rpistream.webrtc import aiortc_internals  # noqa: E402
 from tests.whep_client import WhepViewer, frame_numbers  # noqa: E402
 
+# Defaults; the options above change them.
 START_TIMEOUT = 60.0  # seconds for the server to answer /healthz (imports, camera start)
 FRAMES = 30  # one second of the test pattern
 FRAMES_TIMEOUT = 20.0
@@ -76,10 +82,17 @@ async def probe(base: str, token: str) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) != 3:
-        raise SystemExit(__doc__)
+    global START_TIMEOUT, FRAMES, FRAMES_TIMEOUT
+    parser = argparse.ArgumentParser(usage=__doc__)
+    parser.add_argument("base")
+    parser.add_argument("token")
+    parser.add_argument("--frames", type=int, default=FRAMES)
+    parser.add_argument("--frames-timeout", type=float, default=FRAMES_TIMEOUT)
+    parser.add_argument("--start-timeout", type=float, default=START_TIMEOUT)
+    args = parser.parse_args()
+    START_TIMEOUT, FRAMES, FRAMES_TIMEOUT = args.start_timeout, args.frames, args.frames_timeout
     try:
-        asyncio.run(probe(sys.argv[1].rstrip("/"), sys.argv[2]))
+        asyncio.run(probe(args.base.rstrip("/"), args.token))
     except asyncio.TimeoutError:
         raise SystemExit(f"probe: fewer than {FRAMES} frames decoded within "
                          f"{FRAMES_TIMEOUT:g} s") from None
