@@ -101,7 +101,11 @@ say "apt-get build-dep (Build-Depends of debian/control)"
 in_root apt-get build-dep -y -qq --no-install-recommends /build/rpistream \
     > "$WORK/build-dep.log" 2>&1 || { tail -n 30 "$WORK/build-dep.log"; fail "apt-get build-dep"; }
 say "dpkg-buildpackage in the root (at $(elapsed))"
-in_root sh -c 'cd /build/rpistream && dpkg-buildpackage -us -uc -b' > "$WORK/build.log" 2>&1 \
+# Under qemu, xz-compressing the package takes minutes: gzip there (only the
+# .deb's compression differs; amd64 builds keep dpkg's default).
+COMPRESSOR=""
+[ -z "$SLOW" ] || COMPRESSOR="DPKG_DEB_COMPRESSOR_TYPE=gzip"
+in_root sh -c "cd /build/rpistream && $COMPRESSOR dpkg-buildpackage -us -uc -b" > "$WORK/build.log" 2>&1 \
     || { tail -n 60 "$WORK/build.log"; fail "dpkg-buildpackage in the root"; }
 DEB=$(cd "$ROOT/build" && ls rpistream_*_"$ARCH".deb) || fail "no rpistream_*_$ARCH.deb built"
 say "built $DEB (at $(elapsed)); Depends: $(dpkg-deb -f "$ROOT/build/$DEB" Depends)"
@@ -200,9 +204,14 @@ if [ "$ARCH" = arm64 ]; then
     # through the environment's system site-packages.
     mkdir -p "$ROOT/build/tests-only"
     cp -r "$ROOT/build/rpistream/tests" "$ROOT/build/rpistream/pyproject.toml" "$ROOT/build/tests-only/"
-    say "pytest tests/test_ring.py tests/test_rtp.py tests/test_fec.py in the root (at $(elapsed))"
+    # The pure-Python twin's million-record two-thread stress outlasts pytest's
+    # 300 s timeout under qemu (its ordering is the GIL's, the same on any
+    # CPU); the compiled ring's stress, which weak ordering could break, runs.
+    STRESS=tests/test_ring.py::test_two_thread_stress
+    DESELECT="--deselect '$STRESS[py-retry-when-full]' --deselect '$STRESS[py-drop-when-full]'"
+    say "pytest tests/test_ring.py tests/test_rtp.py tests/test_fec.py in the root, less the Python ring's stress (at $(elapsed))"
     in_root sh -c "cd /build/tests-only && $VENV/bin/python -c 'import rpistream._ring as r; print(\"prove-pi: testing\", r.__file__)' \
-        && $VENV/bin/python -m pytest -p no:cacheprovider -q tests/test_ring.py tests/test_rtp.py tests/test_fec.py" \
+        && $VENV/bin/python -m pytest -p no:cacheprovider -q $DESELECT tests/test_ring.py tests/test_rtp.py tests/test_fec.py" \
         || fail "the ring, packetizer and FEC tests on arm64 (above)"
 fi
 say "all proven in $(elapsed): build, install, camera stack, check, picamera2 probe, serve$([ "$ARCH" = arm64 ] && echo ', arm64 tests')"
