@@ -1,12 +1,18 @@
 #!/bin/sh
 # Set up everything (scripts/setup.sh --test), run the whole test suite, then
-# prove the Debian package on a clean Debian 12 root (scripts/prove-package.sh,
-# as root or through sudo). Every test of a hot path runs against both the
-# compiled extension and its pure-Python twin. Extra arguments go to pytest.
+# prove the Debian package on a clean Debian 12 root (scripts/prove-package.sh)
+# and on Raspberry Pi OS-like bookworm and trixie roots with the system's
+# picamera2 stack (scripts/prove-pi.sh; the roots are cached under
+# /var/cache/rpistream-roots), as root or through sudo. Every test of a hot
+# path runs against both the compiled extension and its pure-Python twin.
+# Extra arguments go to pytest. The arm64 proof (scripts/prove-pi.sh trixie
+# arm64, ~50 min under emulation from cold) is not part of it yet.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --test
 .venv/bin/python -m pytest "$@"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-exec $SUDO ./scripts/prove-package.sh
+$SUDO ./scripts/prove-package.sh
+$SUDO ./scripts/prove-pi.sh bookworm amd64
+exec $SUDO ./scripts/prove-pi.sh trixie amd64
