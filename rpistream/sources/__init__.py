@@ -129,7 +129,7 @@ def picamera2_status() -> str:
     "unavailable: " and why, in one line."""
     if importlib.util.find_spec("picamera2") is None:
         return f"unavailable: picamera2 is not installed: {camera_stack.INSTALL}"
-    from rpistream.sources.picamera2 import import_picamera2
+    from rpistream.sources.picamera2 import import_picamera2, is_libav
     try:
         picamera2_class, h264_encoder, _, _ = import_picamera2()
     except ValueError as exc:
@@ -142,7 +142,7 @@ def picamera2_status() -> str:
         return (f"unavailable: picamera2 {camera_stack.version('picamera2')} works, but finds "
                 f"no camera (check the cable and camera_auto_detect=1 in "
                 f"/boot/firmware/config.txt)")
-    encoder = ("hardware H.264 encoder (V4L2)" if h264_encoder.__name__ == "H264Encoder"
-               else f"software H.264 encoder ({h264_encoder.__name__})")
+    encoder = (f"software H.264 encoder ({h264_encoder.__name__})" if is_libav(h264_encoder)
+               else "hardware H.264 encoder (V4L2)")
     models = ", ".join(f"{i}: {c.get('Model', '?')}" for i, c in enumerate(cameras))
     return f"ok: cameras {models}; {encoder}"

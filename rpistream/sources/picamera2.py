@@ -164,7 +164,7 @@ class Picamera2Source(Source):
         except TypeError as exc:
             raise SourceError(f"this picamera2's H264Encoder is too old ({exc}): "
                               f"upgrade python3-picamera2") from exc
-        if _is_libav(encoder):
+        if is_libav(encoder):
             _wrap_stream_on_start(encoder)
         picam2.start_recording(encoder, self._output_class(self, encoder))
         try:
@@ -178,7 +178,7 @@ class Picamera2Source(Source):
             picam2.stop_recording()
 
     def _force_keyframe(self, encoder) -> None:
-        if _is_libav(encoder):
+        if is_libav(encoder):
             encoder._stream.keyframe_wanted = True
             return
         force = getattr(encoder, "force_key_frame", None)
@@ -205,7 +205,7 @@ class Picamera2Source(Source):
         what every WebRTC peer decodes. The V4L2 encoder takes it as a control;
         picamera2's libav encoder takes no baseline name reliably, but its
         default "ultrafast" preset makes baseline anyway."""
-        if _is_libav(self._h264_encoder):
+        if is_libav(self._h264_encoder):
             return None
         return "constrained baseline"
 
@@ -223,7 +223,7 @@ class Picamera2Source(Source):
             self._attention.set()
 
 
-def _is_libav(encoder) -> bool:
+def is_libav(encoder) -> bool:
     """Whether `encoder` (an instance or class) is picamera2's software
     (libav) H.264 encoder, the Pi 5's."""
     cls = encoder if isinstance(encoder, type) else type(encoder)
