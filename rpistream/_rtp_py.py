@@ -66,24 +66,42 @@ def _check_ext(length: int, ext_room: int) -> None:
                          f"packetizer reserved ext_room={ext_room}; raise ext_room")
 
 
-def _geometry(mtu: int, ext_room: int, headroom: int) -> tuple[int, int, int]:
-    """(ext_room rounded up, RTP header size, max payload) for a packetizer."""
+def ext_block_size(ext_room: int) -> int:
+    """RFC 8285 §4.2: the one-byte-header extension block for `ext_room` bytes
+    of elements, in whole 32-bit words; none without elements."""
+    return ONE_BYTE_EXT_HEADER + ((ext_room + 3) & ~3) if ext_room else 0
+
+
+def headroom(ext_room: int, *, rtx: bool, ulpfec: bool, flexfec: bool) -> int:
+    """Bytes a media packet must leave free for what its viewers may
+    negotiate, and no more: every byte left free is paid for in packets.
+
+    An FEC packet protects the media packet's extension block (it is part of
+    len - 12) and carries one of its own, as libwebrtc's FEC packets do: so
+    with FEC the block counts twice against the MTU."""
+    room = RTX_HEADROOM if rtx else 0
+    if ulpfec:
+        room = max(room, RED_HEADROOM + ULPFEC_HEADROOM + ext_block_size(ext_room))
+    if flexfec:
+        room = max(room, FLEXFEC_HEADROOM + ext_block_size(ext_room))
+    return room
+
+
+def _geometry(mtu: int, ext_room: int, room) -> tuple[int, int, int, int]:
+    """(ext_room rounded up, RTP header size, headroom, max payload) for a
+    packetizer; headroom None leaves room for any FEC scheme and RTX."""
     _check_range("mtu", mtu, MIN_MTU, MAX_MTU)
     _check_range("ext_room", ext_room, 0, MAX_EXT_ROOM)
-    _check_range("headroom", headroom, 0, mtu)
-    ext_room = (ext_room + 3) & ~3  # RFC 8285 §4.2: the block is whole 32-bit words
-    ext_block = ONE_BYTE_EXT_HEADER + ext_room if ext_room else 0
-    header_size = RTP_HEADER_SIZE + ext_block
-    # An FEC packet protects the media packet's extension block (it is part of
-    # len - 12) and carries one of its own, as libwebrtc's FEC packets do: so
-    # the block counts twice against the MTU.
-    max_payload = mtu - headroom - header_size - ext_block
+    if room is None:
+        room = headroom(ext_room, rtx=True, ulpfec=True, flexfec=True)
+    _check_range("headroom", room, 0, mtu)
+    header_size = RTP_HEADER_SIZE + ext_block_size(ext_room)
+    max_payload = mtu - room - header_size
     if max_payload < MIN_PAYLOAD:
         raise ValueError(f"mtu={mtu} leaves {max_payload} bytes of payload after "
-                         f"headroom={headroom}, {header_size} bytes of RTP header and "
-                         f"extensions, and the extension block again for an FEC "
-                         f"packet's own; at least {MIN_PAYLOAD} are needed")
-    return ext_room, header_size, max_payload
+                         f"headroom={room} and {header_size} bytes of RTP header and "
+                         f"extensions; at least {MIN_PAYLOAD} are needed")
+    return (ext_room + 3) & ~3, header_size, room, max_payload
 
 
 def _balanced(total: int, limit: int) -> tuple[int, int, int]:
@@ -214,9 +232,8 @@ class PacketBatch:
 class _Packetizer:
     """MTU arithmetic and the RTP header template shared by both codecs."""
 
-    def __init__(self, mtu: int = 1200, ext_room: int = 0,
-                 headroom: int = DEFAULT_HEADROOM):
-        ext_room, header_size, max_payload = _geometry(mtu, ext_room, headroom)
+    def __init__(self, mtu: int = 1200, ext_room: int = 0, headroom: int | None = None):
+        ext_room, header_size, headroom, max_payload = _geometry(mtu, ext_room, headroom)
         self.mtu = mtu
         self.ext_room = ext_room
         self.headroom = headroom
@@ -251,8 +268,7 @@ class Vp8Packetizer(_Packetizer):
     """RFC 7741 VP8 packetizer. One per stream: the PictureID counts its frames,
     starting at 0. Not thread-safe."""
 
-    def __init__(self, mtu: int = 1200, ext_room: int = 0,
-                 headroom: int = DEFAULT_HEADROOM):
+    def __init__(self, mtu: int = 1200, ext_room: int = 0, headroom: int | None = None):
         super().__init__(mtu, ext_room, headroom)
         self._picture_id = 0
 

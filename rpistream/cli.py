@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from rpistream import __version__
-from rpistream.sources import available_sources, camera_stack
+from rpistream.sources import available_sources, camera_stack, choose_default_camera
 from rpistream.config import (DEFAULT_CONFIG_PATH, Config, ConfigError, load_config,
                               parse_camera_spec, resolve_config_path)
 
@@ -89,7 +89,7 @@ def _bitrate(bps: int) -> str:
 
 
 def check(args: argparse.Namespace) -> int:
-    config = build_config(args)
+    config = choose_default_camera(build_config(args))
     path = resolve_config_path(args.config)
     print(f"config: {path or f'built-in defaults (there is no {DEFAULT_CONFIG_PATH})'}: valid")
     print(f"server: http://{config.server.host}:{config.server.port}/")

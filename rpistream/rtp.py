@@ -1,5 +1,6 @@
 """RTP packetizers: the compiled module, or its pure-Python twin with RPISTREAM_NO_EXTENSIONS=1."""
 
+from rpistream._rtp_py import ext_block_size, headroom
 from rpistream._select import implementation
 
 _impl = implementation("_rtp")
@@ -21,4 +22,5 @@ __all__ = [
     "Vp8Packetizer", "H264Packetizer", "PacketBatch", "RTP_HEADER_SIZE",
     "ONE_BYTE_EXT_HEADER", "MAX_EXT_ROOM", "RED_HEADROOM", "ULPFEC_HEADROOM",
     "FLEXFEC_HEADROOM", "RTX_HEADROOM", "DEFAULT_HEADROOM", "MIN_MTU", "MAX_MTU",
+    "ext_block_size", "headroom",
 ]

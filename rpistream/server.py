@@ -13,6 +13,7 @@ from aiohttp import web
 from rpistream.monitor.cycles import freeze_startup
 from rpistream.monitor.memory import MemoryWatch
 from rpistream.monitor.systemd import SystemdNotifier
+from rpistream.sources import choose_default_camera
 from rpistream.stream.camera import Camera, CameraError
 from rpistream.web.app import create_app
 from rpistream.web.malformed import log_malformed_requests_in_one_line
@@ -28,7 +29,8 @@ class Server:
     viewers first (they hold the cameras' batches), then cameras, then HTTP."""
 
     def __init__(self, config):
-        self.config = config
+        # What a config without cameras gets depends on this machine: decided here.
+        self.config = config = choose_default_camera(config)
         self.cameras: dict[str, Camera] = {}
         ice_servers = [dataclasses.asdict(s) for s in config.server.ice_servers]
         self.sessions = SessionRegistry(ice_servers=ice_servers, limits=config.limits)

@@ -646,12 +646,15 @@ def probe(args):
     step("create the picamera2 source")
     from rpistream import h264
     from rpistream.ring import FrameRing
+    from rpistream.config import parse_config
     from rpistream.sources import create_source
     from rpistream.sources.base import PTS_HZ
     ring = FrameRing(8 << 20)
-    source = create_source("picamera2", ring, codec="h264", width=args.width, height=args.height,
-                           fps=args.fps, bitrate=1_000_000, keyframe_interval=60,
-                           options={"camera_num": 0})
+    (camera,) = parse_config({"camera": [{
+        "source": "picamera2", "width": args.width, "height": args.height, "fps": args.fps,
+        "bitrate": 1_000_000, "keyframe_interval": 60, "options": {"camera_num": 0}}]},
+        "the probe's arguments").cameras
+    source = create_source(camera, ring)
     check(source._picamera2 is fake, "the source did not take picamera2.Picamera2")
     check(source._h264_encoder is encoders.LibavH264Encoder,
           f"the source's encoder class is {source._h264_encoder!r}")

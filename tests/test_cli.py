@@ -10,7 +10,7 @@ import types
 import pytest
 
 from rpistream import __version__, cli
-from rpistream import config as config_module
+from rpistream.config import loader
 from rpistream.cli import build_config, build_parser, main
 from rpistream.config import ConfigError, FileOptions, parse_camera_spec
 
@@ -33,7 +33,7 @@ def serve_args(*argv: str):
 
 @pytest.fixture(autouse=True)
 def no_default_file(monkeypatch, tmp_path):
-    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
+    monkeypatch.setattr(loader, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
 
 
 # ── rpistream check, as a subprocess ─────────────────────────────────────────
@@ -174,7 +174,7 @@ def test_camera_spec_builds_cameras():
      r"^error in the built-in defaults and the command line:\n"
      r"  --camera\[0\].fps = 0: must be an integer from 1 to 120$"),
     (["--camera", "testpattern", "--camera", "testpattern:width=abc"],
-     r'^.*\n  --camera\[1\].width = "abc": must be an even integer from 16 to 3840$'),
+     r'^.*\n  --camera\[1\].width = "abc": must be an even integer from 64 to 4096$'),
     (["--camera", "testpattern:bitrate=4Q"], r'--camera\[0\].bitrate = "4Q": must be bits per second'),
     (["--camera", "picamera2:codec=vp8"],
      r'--camera\[0\].codec = "vp8": picamera2 cameras can only use "h264": no Raspberry Pi'),

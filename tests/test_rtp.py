@@ -84,9 +84,8 @@ def h264_nals(batch) -> list[bytes]:
 
 
 def limit_of(packetizer) -> int:
-    """Largest media packet: room left for headroom and an FEC packet's own extension block."""
-    ext_block = 4 + packetizer.ext_room if packetizer.ext_room else 0
-    return packetizer.mtu - packetizer.headroom - ext_block
+    """Largest media packet: the MTU less the headroom."""
+    return packetizer.mtu - packetizer.headroom
 
 
 def check_vp8(batch, frame: bytes, picture_id: int, packetizer) -> None:
@@ -207,10 +206,13 @@ def test_selector_honours_no_extensions():
 
 
 def test_geometry(rtp):
+    # By default, room for any FEC scheme: FlexFEC's header and the FEC
+    # packet's own extension block (RFC 8285 §4.2, 4 + 8 bytes).
     packetizer = rtp.Vp8Packetizer(mtu=1200, ext_room=5)
-    assert (packetizer.mtu, packetizer.ext_room, packetizer.headroom) == (1200, 8, 32)
+    assert (packetizer.mtu, packetizer.ext_room, packetizer.headroom) == (1200, 8, 32 + 12)
     assert packetizer.max_payload == 1200 - 32 - 12 - 2 * (4 + 8)
     assert rtp.H264Packetizer(mtu=1500, headroom=0).max_payload == 1488
+    assert rtp.H264Packetizer(mtu=1500, ext_room=8, headroom=2).max_payload == 1500 - 2 - 24
 
 
 # --- real frames, reassembled by aiortc -----------------------------------------
@@ -523,9 +525,8 @@ def test_write_accepts_bytes_like_ext(rtp):
     ({"ext_room": -1}, r"ext_room must be 0\.\.252, got -1"),
     ({"headroom": -1}, r"headroom must be 0\.\.1200, got -1"),
     ({"mtu": 300, "ext_room": 100},
-     r"mtu=300 leaves 48 bytes of payload after headroom=32, 116 bytes of RTP header and "
-     r"extensions, and the extension block again for an FEC packet's own; at least 64 "
-     r"are needed"),
+     r"mtu=300 leaves 48 bytes of payload after headroom=136 and 116 bytes of RTP header "
+     r"and extensions; at least 64 are needed"),
 ])
 @pytest.mark.parametrize("codec", ["Vp8Packetizer", "H264Packetizer"])
 def test_constructor_errors(rtp, codec, kwargs, message):

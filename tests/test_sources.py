@@ -1,7 +1,10 @@
 """Sources: testpattern (H.264, VP8), file (.h264, .ivf) and picamera2 (with the
 stand-in in tests/picamera2_standin/) push decodable frames into a real
 FrameRing; keyframes, SPS/PPS, profile-level-id, keyframe requests, pacing,
-stopping, looping and error messages."""
+stopping, looping and error messages; the camera a config without cameras gets.
+
+Sources are made from validated camera configs, as the server makes them: bad
+values are the config's to report (tests/test_config.py)."""
 
 import importlib.util
 import logging
@@ -16,9 +19,10 @@ import pytest
 
 from av.video.frame import PictureType
 
+from rpistream.config import parse_config
 from rpistream.ring import FrameRing
 from rpistream import h264
-from rpistream.sources import available_sources, blockcode, create_source
+from rpistream.sources import available_sources, blockcode, choose_default_camera, create_source
 from rpistream.sources.picture import MovingPicture
 from rpistream.sources.testpattern import open_encoder
 
@@ -26,7 +30,8 @@ STANDIN = Path(__file__).parent / "picamera2_standin"
 RING_CAPACITY = 4 << 20  # a few hundred 320x240 frames: never full unless a test wants it
 WIDTH, HEIGHT = 320, 240
 FPS = 30
-PARAMS = dict(width=WIDTH, height=HEIGHT, fps=FPS, bitrate=250_000, keyframe_interval=600)
+# keyframe_interval at its most (60 s): no scheduled keyframe within a test.
+PARAMS = dict(width=WIDTH, height=HEIGHT, fps=FPS, bitrate=250_000, keyframe_interval=60)
 
 
 @pytest.fixture
@@ -39,9 +44,15 @@ def sources():
         assert not source.running
 
 
+def camera(kind, codec="h264", options=None, **overrides):
+    """A validated camera config, as create_source is given."""
+    (camera,) = parse_config({"camera": [{"source": kind, "codec": codec, **PARAMS, **overrides,
+                                          "options": options or {}}]}).cameras
+    return camera
+
+
 def make(sources, kind, ring, codec="h264", options=None, **overrides):
-    source = create_source(kind, ring, codec=codec, options=options or {},
-                           **{**PARAMS, **overrides})
+    source = create_source(camera(kind, codec, options, **overrides), ring)
     sources.append(source)
     return source
 
@@ -172,7 +183,7 @@ def test_testpattern_asks_its_encoder_for_a_keyframe_after_ring_drops(sources):
         time.sleep(0.05)  # nobody pops: the ring fills and drops
     assert ring.dropped > 0 and ring.wants_keyframe
     # Nothing more gets in (the ring is full) until the frames queued before
-    # the drop are popped; then a keyframe, long before a scheduled one (600 s).
+    # the drop are popped; then a keyframe, long before a scheduled one (60 s).
     queued = ring.pushed  # exact: no push can succeed before we pop
     assert len(collect(ring, queued, timeout=1)) == queued
     frames = collect(ring, 3 * FPS, timeout=3, until=lambda got: got[-1][3])
@@ -198,46 +209,19 @@ def test_source_failure_is_recorded_and_logged_not_raised(sources, caplog, monke
 
 # --- factory -----------------------------------------------------------------
 
-@pytest.mark.parametrize(("kind", "codec", "changes", "options", "message"), [
-    ("webcam", "h264", {}, {}, "source kind 'webcam' is not known: use one of "
-                               "testpattern, file, picamera2"),
-    ("testpattern", "av1", {}, {}, "codec 'av1' is not supported: use one of h264, vp8"),
-    ("testpattern", "h264", {"width": 321}, {},
-     "width 321 must be even (YUV 4:2:0 halves it for chroma)"),
-    ("testpattern", "h264", {"height": 8000}, {},
-     "height 8000 is not allowed: use a whole number from 16 to 4096"),
-    ("testpattern", "h264", {"fps": 0}, {}, "fps 0 is not allowed: use a number from 1 to 120"),
-    ("testpattern", "h264", {"bitrate": 2.5e6}, {},
-     "bitrate 2500000.0 is not allowed: use a whole number from 50000 to 50000000"),
-    ("testpattern", "h264", {"keyframe_interval": "2"}, {},
-     "keyframe_interval '2' is not allowed: use a number from 0.1 to 600"),
-    ("testpattern", "h264", {}, {"preset": "slow"},
-     "testpattern source option preset='slow' is not known: options for testpattern are none"),
-    ("file", "h264", {}, {}, "file source needs option path"),
-    ("file", "h264", {}, {"path": "x.h264", "speed": 2},
-     "file source option speed=2 is not known: options for file are path, loop"),
-    ("file", "h264", {}, {"path": "x.h264", "loop": "yes"},
-     "file source option loop='yes' is not allowed: use true or false"),
-    ("file", "h264", {}, {"path": 5},
-     "file source option path=5 must be the path of an .h264 or .ivf file"),
-    ("picamera2", "h264", {}, {"camera_num": -1},
-     "picamera2 source option camera_num -1 is not allowed: use a whole number from 0 to 15"),
-    ("picamera2", "h264", {}, {"hflip": 1},
-     "picamera2 source option hflip=1 is not allowed: use true or false"),
-    ("picamera2", "h264", {}, {"camera": 0},
-     "picamera2 source option camera=0 is not known: options for picamera2 are camera_num, "
-     "hflip, vflip"),
-    ("picamera2", "vp8", {}, {},
-     "the picamera2 source makes H.264 only, not 'vp8': no Raspberry Pi has a VP8 hardware "
-     "encoder; set codec = \"h264\" (or use the testpattern source for VP8)"),
-    ("testpattern", "h264", {"width": 62, "height": 16}, {},
-     "testpattern size 62x16 is too small for its block code: use at least 64x8"),
-])
-def test_bad_configuration_is_a_value_error(kind, codec, changes, options, message):
-    with pytest.raises(ValueError) as raised:
-        create_source(kind, FrameRing(4096), codec=codec, options=options,
-                      **{**PARAMS, **changes})
-    assert str(raised.value) == message
+def test_create_source_makes_what_the_camera_config_names(sources, standin, tmp_path):
+    path = tmp_path / "clip.ivf"
+    made = {kind: make(sources, kind, FrameRing(4096), codec, options)
+            for kind, codec, options in [
+                ("testpattern", "vp8", {}),
+                ("file", "vp8", {"path": write_ivf(path, coded_packets("vp8", 1, {0}))}),
+                ("picamera2", "h264", {"camera_num": 0, "hflip": True})]}
+    assert {kind: (type(s).__name__, s.codec) for kind, s in made.items()} == {
+        "testpattern": ("TestPatternSource", "vp8"), "file": ("FileSource", "vp8"),
+        "picamera2": ("Picamera2Source", "h264")}
+    assert (made["testpattern"].width, made["testpattern"].height) == (WIDTH, HEIGHT)
+    assert made["file"].path == str(path) and made["file"].loop
+    assert (made["picamera2"].camera_num, made["picamera2"].hflip) == (0, True)
 
 
 picamera2_installed = pytest.mark.skipif(
@@ -261,7 +245,7 @@ def test_picamera2_not_installed():
     with pytest.raises(ValueError, match=r"^picamera2 cannot be imported: picamera2 is not "
                                          r"installed: install python3-picamera2 from "
                                          r"Raspberry Pi OS"):
-        create_source("picamera2", FrameRing(4096), codec="h264", options={}, **PARAMS)
+        create_source(camera("picamera2"), FrameRing(4096))
 
 
 # --- file --------------------------------------------------------------------
@@ -355,8 +339,7 @@ def file_error(tmp_path, name, content, codec="h264"):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(ValueError) as raised:
-        create_source("file", FrameRing(4096), codec=codec, options={"path": str(path)},
-                      **PARAMS)
+        create_source(camera("file", codec, {"path": str(path)}), FrameRing(4096))
     return str(raised.value).replace(str(tmp_path), "TMP")
 
 
@@ -365,12 +348,6 @@ def test_file_errors(tmp_path):
         "cannot read file source path 'TMP/missing.h264': No such file or directory")
     assert file_error(tmp_path, "empty.h264", b"") == (
         "file source path 'TMP/empty.h264' is empty")
-    assert file_error(tmp_path, "clip.mp4", b"x") == (
-        "file source path 'TMP/clip.mp4' has extension '.mp4': use one of .h264, .264, "
-        ".ivf (Annex-B H.264 or IVF VP8)")
-    assert file_error(tmp_path, "clip.ivf", b"x", codec="h264") == (
-        "file 'TMP/clip.ivf' holds vp8 but the configured codec is 'h264': "
-        "set codec = \"vp8\"")
     assert file_error(tmp_path, "noise.h264", bytes(range(1, 200))) == (
         "file 'TMP/noise.h264' is not an Annex-B H.264 stream: no start codes found")
     no_keyframe = coded_packets("h264", 3, keyframes_at={0})[1:]
@@ -482,3 +459,32 @@ def test_picamera2_camera_in_use(sources, standin):
 def test_picamera2_available_with_standin(standin):
     assert available_sources()["picamera2"] == (
         "ok: cameras 0: imx219; hardware H.264 encoder (V4L2)")
+
+
+# --- the camera of a config without cameras -----------------------------------
+
+def test_no_cameras_configured_means_the_pi_camera_when_picamera2_finds_one(standin):
+    (camera,) = choose_default_camera(parse_config({})).cameras
+    assert (camera.name, camera.source, camera.codec) == ("cam0", "picamera2", "h264")
+    assert camera.fallback_reason is None and not camera.placeholder
+    standin.STANDIN_CAMERAS.clear()
+    (camera,) = choose_default_camera(parse_config({})).cameras
+    assert camera.source == "testpattern" and not camera.placeholder
+    assert camera.fallback_reason.startswith("no camera is configured and picamera2 "
+                                             "(version unknown) works, but finds no camera "
+                                             "(check the cable")
+
+
+@picamera2_installed
+def test_a_test_pattern_in_place_of_the_pi_camera_says_why():
+    config = choose_default_camera(parse_config({}))
+    (camera,) = config.cameras
+    assert camera.source == "testpattern"
+    assert camera.fallback_reason == (
+        "no camera is configured and picamera2 is not installed: install python3-picamera2 "
+        "from Raspberry Pi OS (sudo apt install python3-picamera2); a virtualenv needs "
+        "--system-site-packages to see it")
+    assert choose_default_camera(config) is config  # decided once
+    named = parse_config({"camera": [{"source": "testpattern"}]})
+    assert choose_default_camera(named) is named  # asked for: nothing to decide or explain
+    assert named.cameras[0].fallback_reason is None

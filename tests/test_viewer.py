@@ -17,9 +17,9 @@ from aiortc.rtp import (
 )
 
 from rpistream.rtp import Vp8Packetizer
-from rpistream.stream import viewer as viewer_module
+from rpistream.webrtc import viewer as viewer_module
 from rpistream.stream.broadcaster import Broadcaster
-from rpistream.stream.viewer import Viewer, ViewerParameters
+from rpistream.webrtc.viewer import Viewer, ViewerParameters
 
 PARAMS = ViewerParameters(payload_type=96, ssrc=0x1111, rtx_payload_type=97, rtx_ssrc=0x2222,
                           mid="0", mid_extension_id=1, abs_send_time_extension_id=3,

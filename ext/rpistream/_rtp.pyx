@@ -358,8 +358,8 @@ cdef class PacketBatch:
 cdef class _Packetizer:
     """MTU arithmetic and the RTP header template shared by both codecs."""
 
-    def __init__(self, mtu=1200, ext_room=0, headroom=DEFAULT_HEADROOM):
-        ext_room, header_size, max_payload = _geometry(mtu, ext_room, headroom)
+    def __init__(self, mtu=1200, ext_room=0, headroom=None):
+        ext_room, header_size, headroom, max_payload = _geometry(mtu, ext_room, headroom)
         self.mtu = mtu
         self.ext_room = ext_room
         self.headroom = headroom

@@ -1,113 +1,68 @@
 """Sources of encoded video: a Pi camera, a test pattern, or a file, each on its own thread.
 
-create_source() builds one from configuration values (ValueError naming the
-option, the value and what is allowed when one is wrong); available_sources()
-says which kinds can run on this machine, for `rpistream check`.
+create_source() builds the source a camera config names. The config is
+validated by rpistream.config, the one place each key's bounds are set, so
+nothing here checks a value again; what is checked here is what only this
+machine can tell (a camera, a file's contents). available_sources() says
+which kinds can run here, for `rpistream check`, and choose_default_camera()
+decides what a config without cameras gets.
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import importlib.util
-import numbers
 
 import av
 
+from rpistream.config import CameraConfig, Config, Picamera2Options
 from rpistream.sources import camera_stack
-from rpistream.sources.base import CODECS, Source, SourceError
+from rpistream.sources.base import Source, SourceError
 
-__all__ = ["KINDS", "Source", "SourceError", "available_sources", "create_source",
-           "picamera2_status"]
-
-KINDS = ("testpattern", "file", "picamera2")
-# Options each kind accepts beyond the common parameters, and their defaults
-# (None: required). The same names as rpistream/config.py's [camera.options].
-OPTIONS = {
-    "testpattern": {},
-    "file": {"path": None, "loop": True},
-    "picamera2": {"camera_num": 0, "hflip": False, "vflip": False},
-}
-# Bounds of the common parameters, and why:
-WIDTH_HEIGHT = (16, 4096)  # H.264 level 5.2 and VP8 both stop at 4096 px a side
-FPS = (1, 120)  # the Pi camera's fastest modes; beyond, 90 kHz pts get coarse
-BITRATE = (50_000, 50_000_000)  # a legible 160x120 to beyond the Pi encoder's 25 Mbit/s
-KEYFRAME_INTERVAL = (0.1, 600)  # seconds; viewers ask for keyframes when they need them
+__all__ = ["Source", "SourceError", "available_sources", "choose_default_camera",
+           "create_source", "picamera2_status"]
 
 
-def create_source(kind: str, ring, *, codec: str, width: int, height: int, fps: float,
-                  bitrate: int, keyframe_interval: float, options: dict) -> Source:
-    """A source of `kind` pushing into `ring`, not yet started."""
-    if kind not in KINDS:
-        raise ValueError(f"source kind {kind!r} is not known: use one of {', '.join(KINDS)}")
-    if codec not in CODECS:
-        raise ValueError(f"codec {codec!r} is not supported: use one of {', '.join(CODECS)}")
-    for name, value in (("width", width), ("height", height)):
-        _check_int(name, value, *WIDTH_HEIGHT)
-        if value % 2:
-            raise ValueError(f"{name} {value} must be even (YUV 4:2:0 halves it for chroma)")
-    _check_number("fps", fps, *FPS)
-    _check_int("bitrate", bitrate, *BITRATE)
-    _check_number("keyframe_interval", keyframe_interval, *KEYFRAME_INTERVAL)
-    opts = _options(kind, options)
-    if kind == "testpattern":
+def create_source(camera: CameraConfig, ring) -> Source:
+    """The source `camera` names, pushing into `ring`, not yet started."""
+    if camera.source == "testpattern":
         from rpistream.sources.testpattern import TestPatternSource
-        return TestPatternSource(ring, codec=codec, width=width, height=height, fps=fps,
-                                 bitrate=bitrate, keyframe_interval=keyframe_interval)
-    if kind == "file":
+        return TestPatternSource(ring, codec=camera.codec, width=camera.width,
+                                 height=camera.height, fps=camera.fps, bitrate=camera.bitrate,
+                                 keyframe_interval=camera.keyframe_interval)
+    if camera.source == "file":
         from rpistream.sources.file import FileSource
-        if not isinstance(opts["path"], str) or not opts["path"]:
-            raise ValueError(f"file source option path={opts['path']!r} must be the path "
-                             f"of an .h264 or .ivf file")
-        _check_bool("file", "loop", opts["loop"])
-        return FileSource(ring, path=opts["path"], codec=codec, fps=fps, loop=opts["loop"])
+        return FileSource(ring, path=camera.options.path, codec=camera.codec, fps=camera.fps,
+                          loop=camera.options.loop)
     from rpistream.sources.picamera2 import Picamera2Source
-    # libcamera numbers cameras from 0; 15 is far above any board's connectors.
-    _check_int("picamera2 source option camera_num", opts["camera_num"], 0, 15)
-    _check_bool("picamera2", "hflip", opts["hflip"])
-    _check_bool("picamera2", "vflip", opts["vflip"])
-    return Picamera2Source(ring, codec=codec, width=width, height=height, fps=fps,
-                           bitrate=bitrate, keyframe_interval=keyframe_interval,
-                           camera_num=opts["camera_num"], hflip=opts["hflip"],
-                           vflip=opts["vflip"])
+    return Picamera2Source(ring, width=camera.width, height=camera.height, fps=camera.fps,
+                           bitrate=camera.bitrate, keyframe_interval=camera.keyframe_interval,
+                           camera_num=camera.options.camera_num, hflip=camera.options.hflip,
+                           vflip=camera.options.vflip)
+
+
+def choose_default_camera(config: Config) -> Config:
+    """`config` with its placeholder camera, the one a config without
+    [[camera]] tables gets, made the Pi camera where picamera2 finds one, else
+    left a test pattern that carries the reason (the log, /api/cameras,
+    /healthz and the viewer page show it). Other configs are returned as they are."""
+    (camera, *others) = config.cameras
+    if others or not camera.placeholder:
+        return config
+    status = picamera2_status()
+    if status.startswith("ok"):
+        camera = dataclasses.replace(camera, source="picamera2", options=Picamera2Options(),
+                                     placeholder=False)
+    else:
+        camera = dataclasses.replace(camera, placeholder=False, fallback_reason=(
+            "no camera is configured and " + status.removeprefix("unavailable: ")))
+    return dataclasses.replace(config, cameras=(camera,))
 
 
 def available_sources() -> dict[str, str]:
     """For each kind: "ok: ..." when it can run here, else "unavailable: why"."""
     return {"testpattern": _testpattern_status(), "file": _file_status(),
             "picamera2": picamera2_status()}
-
-
-def _options(kind: str, options: dict) -> dict:
-    allowed = OPTIONS[kind]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        allowed_text = ", ".join(allowed) if allowed else "none"
-        raise ValueError(f"{kind} source option {unknown[0]}={options[unknown[0]]!r} is not "
-                         f"known: options for {kind} are {allowed_text}")
-    merged = {**allowed, **options}
-    missing = [name for name, value in merged.items() if value is None]
-    if missing:
-        raise ValueError(f"{kind} source needs option {missing[0]}")
-    return merged
-
-
-def _check_int(name: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or not low <= value <= high:
-        raise ValueError(f"{name} {value!r} is not allowed: use a whole number from "
-                         f"{low} to {high}")
-
-
-def _check_bool(kind: str, name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{kind} source option {name}={value!r} is not allowed: use true "
-                         f"or false")
-
-
-def _check_number(name: str, value, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not low <= value <= high:
-        raise ValueError(f"{name} {value!r} is not allowed: use a number from {low} to {high}")
 
 
 def _testpattern_status() -> str:

@@ -19,7 +19,6 @@ from rpistream import h264
 
 log = logging.getLogger("rpistream.sources")
 
-CODECS = ("h264", "vp8")
 # RTP clock rate for video, RFC 6184 §8.2.1 / RFC 7741 §6.1.
 PTS_HZ = 90_000
 # When the ring drops a frame it waits for a keyframe; ask the encoder for one

@@ -26,9 +26,6 @@ from rpistream.sources.base import PTS_HZ, Source
 
 log = logging.getLogger("rpistream.sources")
 
-EXTENSIONS = {".h264": "h264", ".264": "h264", ".ivf": "vp8"}
-
-
 @dataclass(frozen=True)
 class _Entry:
     start: int
@@ -38,22 +35,16 @@ class _Entry:
 
 
 class FileSource(Source):
-    """Replays `path`, in a loop unless `loop` is false; `fps` paces raw H.264 only."""
+    """Replays `path`, in a loop unless `loop` is false; `fps` paces raw H.264 only.
+    `codec` is the one the path's extension names (the config checks that):
+    Annex-B H.264, or VP8 in IVF."""
 
     def __init__(self, ring, *, path: str, codec: str, fps: float, loop: bool = True):
         self.path = path
         self.loop = loop
-        extension = os.path.splitext(path)[1].lower()
-        if extension not in EXTENSIONS:
-            raise ValueError(f"file source path {path!r} has extension {extension!r}: "
-                             f"use one of {', '.join(EXTENSIONS)} (Annex-B H.264 or IVF VP8)")
-        file_codec = EXTENSIONS[extension]
-        if codec != file_codec:
-            raise ValueError(f"file {path!r} holds {file_codec} but the configured codec is "
-                             f"{codec!r}: set codec = \"{file_codec}\"")
         self._map = _map_file(path)
         try:
-            if file_codec == "h264":
+            if codec == "h264":
                 entries, loop_pts, width, height, sps = _index_h264(self._map, path, fps)
             else:
                 entries, loop_pts, width, height, fps = _index_ivf(self._map, path)

@@ -45,8 +45,8 @@ encoders/v4l2_encoder.py, encoders/libav_h264_encoder.py, outputs/output.py):
   it is handed.
 - The same _start() sets the codec's thread_type to FRAME, which overrides
   the zerolatency tune's sliced threads: libx264 then holds a frame per
-  thread before the first comes out (measured: 2 frames, 67 ms at 30 fps on
-  2 cores; a Pi 5 has 4). The wrapper puts SLICE back before the codec opens
+  thread before the first comes out, and makes more threads on more cores
+  (a Pi 5 has 4). The wrapper puts SLICE back before the codec opens
   on the first frame: the threads share each frame and no frame waits.
 """
 
@@ -91,16 +91,13 @@ class Picamera2Source(Source):
     """Camera `camera_num` (libcamera's numbering) encoded to H.264 by picamera2,
     mirrored by `hflip` and turned upside down by `vflip` in the camera's ISP."""
 
-    def __init__(self, ring, *, codec: str, width: int, height: int, fps: float,
-                 bitrate: int, keyframe_interval: float, camera_num: int = 0,
-                 hflip: bool = False, vflip: bool = False):
-        if codec != "h264":
-            raise ValueError(f"the picamera2 source makes H.264 only, not {codec!r}: no "
-                             f"Raspberry Pi has a VP8 hardware encoder; set codec = \"h264\" "
-                             f"(or use the testpattern source for VP8)")
+    def __init__(self, ring, *, width: int, height: int, fps: float, bitrate: int,
+                 keyframe_interval: float, camera_num: int = 0, hflip: bool = False,
+                 vflip: bool = False):
         (self._picamera2, self._h264_encoder, output_base,
          self._transform) = import_picamera2()
-        super().__init__(ring, name=f"picamera2:{camera_num}", codec=codec, width=width,
+        # H.264 only: no Raspberry Pi has a VP8 hardware encoder.
+        super().__init__(ring, name=f"picamera2:{camera_num}", codec="h264", width=width,
                          height=height, fps=fps)
         self.camera_num = camera_num
         self.hflip, self.vflip = hflip, vflip

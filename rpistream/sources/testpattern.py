@@ -91,9 +91,6 @@ class TestPatternSource(Source):
         super().__init__(ring, name="testpattern", codec=codec, width=width, height=height,
                          fps=fps)
         self._picture = MovingPicture(width, height)
-        if blockcode.cell_size(width, height) < 2:
-            raise ValueError(f"testpattern size {width}x{height} is too small for its "
-                             f"block code: use at least 64x8")
         self._encoder = open_encoder(codec, width, height, fps, bitrate, keyframe_interval)
         self._keyframe_requested = False
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from rpistream.ring import FrameRing
-from rpistream.rtp import H264Packetizer, Vp8Packetizer
+from rpistream.rtp import H264Packetizer, Vp8Packetizer, headroom
 from rpistream.sources import create_source
 from rpistream.stream.broadcaster import Broadcaster
-from rpistream.webrtc import aiortc_internals
 
 # libwebrtc's default largest RTP packet: with SRTP's tag, UDP and IPv6 headers
 # it stays under the 1280-byte IPv6 minimum MTU, so no path fragments it.
@@ -27,6 +23,8 @@ MIN_RING_BYTES = 4 * 1024 * 1024
 # How long a source may take to deliver its first frame (a Pi camera and its
 # hardware encoder start in about a second).
 FIRST_FRAME_TIMEOUT = 15.0
+# The codecs' RTP payload format names (RFC 6184 §8.1, RFC 7741 §6.1).
+MIME_TYPES = {"h264": "video/H264", "vp8": "video/VP8"}
 
 
 class CameraError(RuntimeError):
@@ -37,23 +35,39 @@ def ring_bytes(bitrate: int) -> int:
     return max(MIN_RING_BYTES, (bitrate // 8 + 7) & ~7)
 
 
+def fec_schemes(codec: str, setting: str) -> tuple[str, ...]:
+    """The FEC schemes a viewer of this camera may get, best first; each
+    session takes the first its offer includes (docs/DESIGN.md §6). "auto":
+    FlexFEC-03 for H.264, whose ULPFEC packets would leave gaps in the media
+    sequence numbers that stall it until a keyframe; RED+ULPFEC for VP8, which
+    Firefox decodes too, else FlexFEC-03."""
+    if setting == "off":
+        return ()
+    if setting == "ulpfec":
+        return ("ulpfec",)
+    if setting == "flexfec" or codec == "h264":
+        return ("flexfec-03",)
+    return ("ulpfec", "flexfec-03")
+
+
 class Camera:
     def __init__(self, config, *, keyframe_min_interval: float):
         self.name = config.name
         self.config = config
         self.ring = FrameRing(ring_bytes(config.bitrate))
-        options = dataclasses.asdict(config.options) if config.options is not None else {}
-        self.source = create_source(
-            config.source, self.ring, codec=config.codec, width=config.width,
-            height=config.height, fps=config.fps, bitrate=config.bitrate,
-            keyframe_interval=config.keyframe_interval, options=options)
+        self.source = create_source(config, self.ring)
+        self.fec_schemes = fec_schemes(config.codec, config.fec)
         packetizer_class = H264Packetizer if config.codec == "h264" else Vp8Packetizer
-        self.packetizer = packetizer_class(mtu=MTU, ext_room=EXT_ROOM)
+        room = headroom(EXT_ROOM, rtx=config.retransmit, ulpfec="ulpfec" in self.fec_schemes,
+                        flexfec="flexfec-03" in self.fec_schemes)
+        self.packetizer = packetizer_class(mtu=MTU, ext_room=EXT_ROOM, headroom=room)
         self.broadcaster = Broadcaster(self.name, self.ring, self.source, self.packetizer,
                                        keyframe_min_interval=keyframe_min_interval,
                                        fec_rate=config.fec_rate,
                                        fec_max_frames=config.fec_max_frames)
-        self.codec: RTCRtpCodecParameters | None = None
+        # The codec's SDP format parameters (RFC 6184 §8.1 for H.264), known
+        # once the first frame has come: the answer to every offer carries them.
+        self.fmtp: dict[str, str] | None = None
 
     @property
     def ext_room(self) -> int:
@@ -74,14 +88,15 @@ class Camera:
             raise CameraError(f"camera {self.name}: "
                               f"{self.source.error or 'no frame within %g s' % FIRST_FRAME_TIMEOUT}")
         if self.config.codec == "h264":
-            parameters = {"level-asymmetry-allowed": "1", "packetization-mode": "1",
-                          "profile-level-id": self.source.profile_level_id}
-            self.codec = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000,
-                                               parameters=parameters)
+            self.fmtp = {"level-asymmetry-allowed": "1", "packetization-mode": "1",
+                         "profile-level-id": self.source.profile_level_id}
         else:
-            self.codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000)
-        aiortc_internals.register_video_codec(self.codec.mimeType, self.codec.parameters)
+            self.fmtp = {}
         self.broadcaster.start()
+
+    @property
+    def mime_type(self) -> str:
+        return MIME_TYPES[self.config.codec]
 
     def stop(self) -> None:
         self.broadcaster.stop()

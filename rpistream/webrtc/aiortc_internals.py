@@ -13,6 +13,11 @@ import importlib.metadata
 from collections.abc import Awaitable, Callable
 
 import aioice.ice
+import aiortc.clock
+import aiortc.exceptions
+import aiortc.rtcpeerconnection
+import aiortc.rtp
+import aiortc.sdp
 from aiortc import RTCRtpTransceiver
 from aiortc import codecs as aiortc_codecs
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
@@ -35,6 +40,16 @@ _REQUIRED = [
     (RTCRtpSender, "_ssrc", "the video SSRC the answer announces"),
     (RTCRtpSender, "_rtx_ssrc", "the RTX SSRC the answer announces"),
     (RTCRtpTransceiver, "_codecs", "the codecs negotiated for the transceiver"),
+    (aiortc.clock, "current_ntp_time", "sender reports and abs-send-time"),
+    (aiortc.sdp, "SessionDescription", "checking an offer before aiortc takes it"),
+    (aiortc.sdp, "candidate_from_sdp", "trickled ICE candidates"),
+    (aiortc.rtcpeerconnection, "is_codec_compatible", "matching the camera's codec to offers"),
+    (aiortc.exceptions, "InternalError", "telling a bad offer from a server fault"),
+    (aiortc.exceptions, "OperationError", "telling a bad offer from a server fault"),
+    *[(aiortc.rtp, name, "reading and writing RTCP") for name in (
+        "RTCP_PSFB_APP", "RTCP_PSFB_FIR", "RTCP_PSFB_PLI", "RTCP_RTPFB_NACK", "RtcpPsfbPacket",
+        "RtcpRrPacket", "RtcpRtpfbPacket", "RtcpSdesPacket", "RtcpSenderInfo", "RtcpSourceInfo",
+        "RtcpSrPacket", "unpack_remb_fci")],
 ]
 
 
@@ -62,6 +77,37 @@ def _has(owner, name: str) -> bool:
     init = getattr(owner, "__init__", None)
     code = getattr(init, "__code__", None)
     return code is not None and name in code.co_names
+
+
+# --- SDP, RTCP and time: aiortc's modules outside its public API ---------------
+
+# RTCP packet classes and constants (RFC 3550 §6.4, RFC 4585 §6, REMB): the
+# viewer writes sender reports and reads reports, NACK, PLI/FIR and REMB.
+rtcp = aiortc.rtp
+# What aiortc raises on an offer it cannot take (beyond ValueError and
+# TypeError): the client's doing, answered with 400.
+OFFER_ERRORS = (aiortc.exceptions.OperationError, aiortc.exceptions.InvalidAccessError,
+                aiortc.exceptions.InternalError)
+
+
+def ntp_time() -> int:
+    """Now as a 64-bit NTP timestamp (RFC 3550 §4)."""
+    return aiortc.clock.current_ntp_time()
+
+
+def parse_sdp(text: str):
+    """aiortc's parse of a session description (raises whatever it trips on)."""
+    return aiortc.sdp.SessionDescription.parse(text)
+
+
+def candidate_from_sdp(text: str):
+    """An RTCIceCandidate from the value of an a=candidate line."""
+    return aiortc.sdp.candidate_from_sdp(text)
+
+
+def codecs_compatible(codec: RTCRtpCodecParameters, offered: RTCRtpCodecParameters) -> bool:
+    """aiortc's codec match (H.264: profile and packetization-mode, RFC 6184 §8.1)."""
+    return aiortc.rtcpeerconnection.is_codec_compatible(codec, offered)
 
 
 # --- ICE ----------------------------------------------------------------------

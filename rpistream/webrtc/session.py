@@ -11,15 +11,12 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpCodecParameters,
     RTCSessionDescription,
 )
-from aiortc.exceptions import InternalError, InvalidAccessError, OperationError
-from aiortc.rtcpeerconnection import is_codec_compatible
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from rpistream.stream.viewer import Viewer, ViewerParameters
 from rpistream.webrtc import aiortc_internals
+from rpistream.webrtc.viewer import Viewer, ViewerParameters
 
 logger = logging.getLogger("rpistream.session")
 
@@ -39,7 +36,7 @@ DETAIL_CHARS = 120
 # What aiortc raises on an offer it cannot take: the client's doing. TypeError:
 # a malformed fmtp (a parameter without a value) reaches int(None) in its codec
 # matching.
-CLIENT_ERRORS = (ValueError, TypeError, OperationError, InvalidAccessError, InternalError)
+CLIENT_ERRORS = (ValueError, TypeError, *aiortc_internals.OFFER_ERRORS)
 
 
 def describe_failure(exc: Exception) -> str:
@@ -52,7 +49,7 @@ def describe_failure(exc: Exception) -> str:
 def parse_offer(sdp: str, camera_name: str):
     """The offer's video section, or OfferError saying what a client must change."""
     try:
-        description = SessionDescription.parse(sdp)
+        description = aiortc_internals.parse_sdp(sdp)
     except Exception as exc:  # aiortc's parser raises whatever it trips on
         raise OfferError(f"the body is not a valid SDP offer (the parser failed with "
                          f"{describe_failure(exc)})") from None
@@ -77,8 +74,8 @@ def parse_offer(sdp: str, camera_name: str):
     return media
 
 
-def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str, fec_setting: str
-                  ) -> tuple[list, str | None]:
+def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str,
+                  fec_schemes: tuple[str, ...]) -> tuple[list, str | None]:
     """The camera's codec under the payload type the offer gave it, with the
     offer's RTX for it if any, then what the chosen FEC scheme needs (after the
     media codecs: aiortc sends with the first codec listed). RFC 3264 §6.1:
@@ -96,7 +93,7 @@ def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str, fec_set
     rtx = offered_rtx(media, offered.payloadType)
     if rtx is not None:
         chosen.append(rtx)
-    scheme = choose_fec(media, codec, fec_setting)
+    scheme = choose_fec(media, fec_schemes)
     if scheme == "ulpfec":
         red = offered_codec(media, "video/red")
         chosen.append(copy_codec(red))
@@ -111,7 +108,7 @@ def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str, fec_set
 
 def compatible(codec: RTCRtpCodecParameters, offered) -> bool:
     try:
-        return is_codec_compatible(codec, offered)
+        return aiortc_internals.codecs_compatible(codec, offered)
     except (TypeError, ValueError):  # a malformed fmtp, e.g. "packetization-mode" alone
         return False
 
@@ -134,21 +131,17 @@ def copy_codec(offered) -> RTCRtpCodecParameters:
                                  parameters=dict(offered.parameters))
 
 
-def choose_fec(media, codec: RTCRtpCodecParameters, setting: str) -> str | None:
-    """DESIGN §3: FlexFEC-03 for H.264 (a lost ULPFEC packet would leave a gap
-    in H.264's sequence numbers that stalls it until a keyframe), RED+ULPFEC
-    for VP8, none when the offer has neither (Firefox offers no FlexFEC)."""
-    ulpfec = offered_codec(media, "video/red") and offered_codec(media, "video/ulpfec")
-    flexfec = offered_codec(media, "video/flexfec-03")
-    if setting == "off":
-        return None
-    if setting == "ulpfec":
-        return "ulpfec" if ulpfec else None
-    if setting == "flexfec":
-        return "flexfec-03" if flexfec else None
-    if codec.mimeType.lower() == "video/h264":
-        return "flexfec-03" if flexfec else None
-    return "ulpfec" if ulpfec else "flexfec-03" if flexfec else None
+def choose_fec(media, schemes: tuple[str, ...]) -> str | None:
+    """The first of the camera's FEC schemes (stream/camera.py `fec_schemes`)
+    the offer includes; ULPFEC needs RED too (RFC 5109 §14.2). Firefox offers
+    no FlexFEC."""
+    for scheme in schemes:
+        if scheme == "ulpfec" and offered_codec(media, "video/red") \
+                and offered_codec(media, "video/ulpfec"):
+            return scheme
+        if scheme == "flexfec-03" and offered_codec(media, "video/flexfec-03"):
+            return scheme
+    return None
 
 
 def announce_flexfec_ssrc(sdp: str, media_ssrc: int, fec_ssrc: int) -> str:
@@ -202,8 +195,11 @@ class PeerSession:
     async def answer(self, offer_sdp: str) -> str:
         """Negotiate: the answer SDP, with every local ICE candidate in it."""
         media = parse_offer(offer_sdp, self.camera.name)
-        codecs, self.fec_scheme = answer_codecs(media, self.camera.codec, self.camera.name,
-                                                self.camera.config.fec)
+        camera_codec = RTCRtpCodecParameters(mimeType=self.camera.mime_type, clockRate=90000,
+                                             parameters=dict(self.camera.fmtp))
+        aiortc_internals.register_video_codec(camera_codec.mimeType, camera_codec.parameters)
+        codecs, self.fec_scheme = answer_codecs(media, camera_codec, self.camera.name,
+                                                self.camera.fec_schemes)
         transceiver = self.pc.addTransceiver("video", direction="sendonly")
         self._ssrc, self._rtx_ssrc = aiortc_internals.take_over_sender(
             transceiver, self._on_dtls_connected, self._on_sender_stop)
@@ -244,7 +240,7 @@ class PeerSession:
             if line.startswith("a=mid:"):
                 mid = line[6:]
             elif line.startswith("a=candidate:"):
-                candidate = candidate_from_sdp(line[2:].split(":", 1)[1])
+                candidate = aiortc_internals.candidate_from_sdp(line[2:].split(":", 1)[1])
                 candidate.sdpMid = mid
                 candidate.sdpMLineIndex = 0 if mid is None else None
                 await self.pc.addIceCandidate(candidate)

@@ -9,25 +9,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiortc import clock
-from aiortc.rtp import (
-    RTCP_PSFB_APP,
-    RTCP_PSFB_FIR,
-    RTCP_PSFB_PLI,
-    RTCP_RTPFB_NACK,
-    RtcpPsfbPacket,
-    RtcpRrPacket,
-    RtcpRtpfbPacket,
-    RtcpSdesPacket,
-    RtcpSenderInfo,
-    RtcpSourceInfo,
-    RtcpSrPacket,
-    unpack_remb_fci,
-)
-
 from rpistream import fec
 from rpistream.stream.fec_groups import FecGroup
-from rpistream.stream.history import PacketHistory
+from rpistream.webrtc.aiortc_internals import ntp_time, rtcp
+from rpistream.webrtc.history import PacketHistory
 
 logger = logging.getLogger("rpistream.viewer")
 
@@ -167,7 +152,7 @@ class Viewer:
         if abs_id is None:
             return self._mid_element
         # abs-send-time: 24-bit 6.18 fixed-point seconds, the NTP time >> 14.
-        value = (clock.current_ntp_time() >> 14) & 0xFFFFFF
+        value = (ntp_time() >> 14) & 0xFFFFFF
         return self._mid_element + bytes([abs_id << 4 | 2]) + value.to_bytes(3, "big")
 
     # --- frames in ----------------------------------------------------------
@@ -356,12 +341,12 @@ class Viewer:
         that §6.1 requires in every compound packet."""
         if self._closed:
             return
-        ntp = clock.current_ntp_time()
-        report = RtcpSrPacket(ssrc=self.params.ssrc, sender_info=RtcpSenderInfo(
+        ntp = ntp_time()
+        report = rtcp.RtcpSrPacket(ssrc=self.params.ssrc, sender_info=rtcp.RtcpSenderInfo(
             ntp_timestamp=ntp, rtp_timestamp=rtp_timestamp,
             packet_count=self.packets_sent & 0xFFFFFFFF,
             octet_count=self.octets_sent & 0xFFFFFFFF))
-        sdes = RtcpSdesPacket(chunks=[RtcpSourceInfo(
+        sdes = rtcp.RtcpSdesPacket(chunks=[rtcp.RtcpSourceInfo(
             ssrc=self.params.ssrc, items=[(SDES_CNAME, self.params.cname.encode())])])
         if self._send(bytes(report) + bytes(sdes)):
             # RFC 3550 §6.4.1: LSR is the middle 32 bits of the NTP timestamp.
@@ -373,18 +358,18 @@ class Viewer:
         if self._closed:
             return
         self.last_rtcp = time.monotonic()
-        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+        if isinstance(packet, (rtcp.RtcpRrPacket, rtcp.RtcpSrPacket)):
             for report in packet.reports:
                 if report.ssrc == self.params.ssrc:
                     self._receiver_report(report)
-        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+        if isinstance(packet, rtcp.RtcpRtpfbPacket) and packet.fmt == rtcp.RTCP_RTPFB_NACK:
             self._nack(packet.lost)
-        elif isinstance(packet, RtcpPsfbPacket):
-            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-                self.request_keyframe("PLI" if packet.fmt == RTCP_PSFB_PLI else "FIR")
-            elif packet.fmt == RTCP_PSFB_APP:
+        elif isinstance(packet, rtcp.RtcpPsfbPacket):
+            if packet.fmt in (rtcp.RTCP_PSFB_PLI, rtcp.RTCP_PSFB_FIR):
+                self.request_keyframe("PLI" if packet.fmt == rtcp.RTCP_PSFB_PLI else "FIR")
+            elif packet.fmt == rtcp.RTCP_PSFB_APP:
                 try:
-                    self.remb_bitrate = unpack_remb_fci(packet.fci)[0]
+                    self.remb_bitrate = rtcp.unpack_remb_fci(packet.fci)[0]
                 except ValueError:
                     pass  # an APP feedback message that is not REMB
 
