@@ -1,4 +1,5 @@
 import importlib
+import importlib.machinery
 import os
 import sys
 from pathlib import Path
@@ -23,6 +24,28 @@ def load_twin(name: str, which: str):
             pytest.skip("RPISTREAM_NO_EXTENSIONS=1: compiled modules are not built")
         return importlib.import_module(f"rpistream.{name}")
     return importlib.import_module(f"rpistream.{name}_py")
+
+
+def compiled_to_compare(name: str):
+    """`rpistream.<name>`, the compiled module, to check against its twin.
+
+    Loaded whenever it is importable, RPISTREAM_NO_EXTENSIONS=1 or not: that
+    setting chooses what the server runs, not what is built in the tree. When
+    it is not importable: a skip saying so under RPISTREAM_NO_EXTENSIONS=1 (a
+    tree without extensions built), a failure otherwise (a broken build), as
+    `load_twin` does.
+    """
+    try:
+        module = importlib.import_module(f"rpistream.{name}")
+    except ImportError as exc:
+        if NO_EXTENSIONS:
+            pytest.skip(f"the compiled rpistream.{name} does not import ({exc}): nothing to "
+                        f"compare its pure-Python twin with")
+        raise
+    # An agreement test must compare two implementations, not the twin with itself.
+    assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), \
+        f"rpistream.{name} is not a compiled extension: {module.__file__}"
+    return module
 
 
 @pytest.fixture(params=["c", "py"])

@@ -17,15 +17,8 @@ from rpistream.monitor.systemd import SystemdNotifier, notify_address, watchdog_
 from rpistream.webrtc.sessions import SessionRegistry
 
 from serving import base_url, serving
+from waiting import until
 from whep_client import WhepViewer
-
-
-async def until(condition, timeout=5.0):
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 # ── slope ────────────────────────────────────────────────────────────────────
@@ -157,7 +150,9 @@ async def test_warn_then_critical_sheds_the_slowest_viewer(caplog):
         fast = server.sessions.sessions[fast_id].viewer
         slow = server.sessions.sessions[slow_id].viewer
         slow._send = lambda packet: 0  # its socket is backed up from now on
-        await until(lambda: slow.state != "streaming" and slow.skips_to_keyframe > 0)
+        await until(lambda: slow.state != "streaming" and slow.skips_to_keyframe > 0,
+                    lambda: f"the blocked viewer to fall behind and skip to a keyframe "
+                            f"(state {slow.state}, skips {slow.skips_to_keyframe})")
 
         memory = server.memory
         rss = Rss(server)
@@ -179,10 +174,13 @@ async def test_warn_then_critical_sheds_the_slowest_viewer(caplog):
         # Everyone dropped their queue and waits for a keyframe; the slowest went.
         assert fast.skips_to_keyframe == fast_skips + 1 and fast.queue_depth == 0
         assert slow.state == "closed"
-        await until(lambda: server.sessions.count() == 1)
+        await until(lambda: server.sessions.count() == 1,
+                    lambda: f"the shed viewer's session to close ({server.sessions.count()} "
+                            f"sessions left)")
         assert fast_id in server.sessions.sessions
         assert server.sessions.disconnects == {"memory critical": 1}
-        await until(lambda: memory.state == "ok")
+        await until(lambda: memory.state == "ok",
+                    lambda: f"memory state ok after shedding (still {memory.state})")
         assert memory.viewers_shed == 1
         log = "\n".join(r.getMessage() for r in caplog.records)
         assert "memory critical: RSS 9500 MB is at or above critical_rss_mb (9000 MB)" in log
@@ -192,7 +190,9 @@ async def test_warn_then_critical_sheds_the_slowest_viewer(caplog):
                "after disconnecting 1 viewers" in log
         # The viewer that kept up resumes on the next keyframe.
         sent = fast.frames_sent
-        await until(lambda: fast.frames_sent > sent + 5 and fast.state == "streaming")
+        await until(lambda: fast.frames_sent > sent + 5 and fast.state == "streaming",
+                    lambda: f"the remaining viewer to stream again (state {fast.state}, "
+                            f"{fast.frames_sent - sent} frames since the shedding)")
         for client in clients:
             await client.close()
 

@@ -18,6 +18,7 @@ import pytest
 from aiortc import RTCSessionDescription, rtcrtpreceiver
 
 from serving import base_url, serving
+from waiting import until
 from whep_client import WhepViewer
 
 CYCLES = 300
@@ -73,17 +74,6 @@ def objects_by_type() -> collections.Counter:
     return collections.Counter(type(o).__qualname__ for o in gc.get_objects())
 
 
-async def until(condition, timeout: float, what) -> None:
-    """Wait for `condition()`; `what` (a string, or a function giving one at
-    the time of failure) says what was waited for."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            what = what() if callable(what) else what
-            raise AssertionError(f"{what} not reached within {timeout:g} s")
-        await asyncio.sleep(0.1)
-
-
 async def post_offer(client: WhepViewer, http: aiohttp.ClientSession) -> str:
     client.pc.addTransceiver("video", direction="recvonly")
     await client.pc.setLocalDescription(await client.pc.createOffer())
@@ -118,8 +108,8 @@ async def cycle(kind: str, server, http: aiohttp.ClientSession) -> None:
             await client.connect(http)
             session = server.sessions.sessions.get(client.location.rsplit("/", 1)[1])
             await until(lambda: session.viewer is not None and session.viewer.frames_sent > 0
-                        and client.pc.connectionState == "connected", 10,
-                        "the client connected and sent frames")
+                        and client.pc.connectionState == "connected",
+                        "the client connected and sent frames", timeout=10)
             if kind == "hang-up":
                 assert await client.hang_up(http) == 200
                 return
@@ -151,7 +141,8 @@ async def idle(server) -> None:
     tasks (the server's and the clients') to finish."""
     await until(lambda: server.sessions.count() == 0
                 and all(not c.broadcaster.viewers for c in server.cameras.values()),
-                REAP_TIMEOUT, "no sessions and no viewers")
+                lambda: f"no sessions and no viewers ({server.sessions.count()} sessions "
+                        f"left)", timeout=REAP_TIMEOUT)
 
 
 @pytest.fixture
@@ -191,11 +182,11 @@ async def test_storm_of_sessions_leaves_nothing_behind(fast_consent, clients_do_
         await idle(server)
         reaped = time.monotonic()
         # Closing tasks (aiortc's and aiohttp's) finish shortly after the last session.
-        await until(lambda: len(live_tasks()) <= len(tasks), 10,
+        await until(lambda: len(live_tasks()) <= len(tasks),
                     lambda: f"tasks back to the baseline {collections.Counter(tasks)}, "
-                            f"now {collections.Counter(live_tasks())}")
-        await until(lambda: open_fds() <= fds, 10,
-                    lambda: f"file descriptors back to {fds}, now {open_fds()}")
+                            f"now {collections.Counter(live_tasks())}", timeout=10)
+        await until(lambda: open_fds() <= fds,
+                    lambda: f"file descriptors back to {fds}, now {open_fds()}", timeout=10)
         after_rss = rss_mb()
         grown = objects_by_type() - objects
         disconnects = dict(server.sessions.disconnects)
