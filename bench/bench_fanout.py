@@ -17,7 +17,7 @@ Each server runs alone in a child process (ours first, then aiortc's); the
 viewers run in another child: aiortc RTCPeerConnections, recvonly, offering
 H.264, ICE on 127.0.0.1 only, the same for both sides. They must cost little,
 or on two cores they would starve the server they measure (aiortc's receive
-path alone takes ~40 µs a packet, more than either server's send path):
+path alone costs more per packet than either server's send path):
 - the first viewer takes aiortc's whole receive path (SRTP, jitter buffer,
   NACK, receiver reports, REMB) except decoding: in this process only, aiortc
   gets a decoder that counts frames and returns none. Its count of assembled
@@ -49,17 +49,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import fractions
 import json
-import logging
 import os
 import resource
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from child import COMMAND_TIMEOUT, ROOT, Child, emit, run_if_child, stdin_lines
+
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # tests/serving.py, and rpistream when not installed
 
@@ -71,7 +70,6 @@ DELIVERED_MIN = 0.9  # fraction of the frames due that each viewer must receive
 # Bounds on every wait, in seconds.
 START_TIMEOUT = 30.0  # a child process up and serving (imports, camera start)
 CONNECT_TIMEOUT = 20.0  # a batch of viewers connected and receiving frames
-COMMAND_TIMEOUT = 10.0  # any other reply from a child, beyond its own window
 CLOSE_TIMEOUT = 5.0
 WARMUP = 0.5  # after the last viewer's first frame, before a window opens
 QUICK = {"viewers": (1, 10), "windows": {1: 2.0, 10: 3.0}}
@@ -120,20 +118,7 @@ def encode_clip(path: str) -> dict:
             "mbit_per_s": round(len(stream) * 8 / CLIP_SECONDS / 1e6, 2)}
 
 
-# --- children: one JSON line per command on stdin, one per reply on stdout ----------
-
-def emit(reply: dict) -> None:
-    sys.stdout.write(json.dumps(reply) + "\n")
-    sys.stdout.flush()
-
-
-async def stdin_lines():
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := await reader.readline():
-        yield json.loads(line)
-
+# --- children (bench/child.py): the servers and the viewers ------------------------------
 
 async def measure(seconds: float, counts, profile: str | None = None) -> dict:
     """This process's CPU time over `seconds`, and what `counts()` gained.
@@ -400,58 +385,17 @@ async def child_viewers() -> None:
                                                   return_exceptions=True), CLOSE_TIMEOUT)
 
 
-def child_main(role: str) -> None:
-    logging.basicConfig(level=logging.ERROR)
-    if role == "viewers":
-        asyncio.run(child_viewers())
-    else:
-        async def serve():
-            await (child_ours if role == "ours" else child_aiortc)(stdin_lines())
-        asyncio.run(serve())
+CHILD_ROLES = {
+    "ours": lambda: child_ours(stdin_lines()),
+    "aiortc": lambda: child_aiortc(stdin_lines()),
+    "viewers": child_viewers,
+}
 
 
 # --- the parent: runs the children, one side at a time ---------------------------------
 
-class Child:
-    """A child process of this script, spoken to in JSON lines."""
-
-    def __init__(self, process: asyncio.subprocess.Process, name: str):
-        self.process = process
-        self.name = name
-
-    @classmethod
-    async def start(cls, role: str) -> Child:
-        args = [sys.executable, os.path.abspath(__file__), "--child", role]
-        process = await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        return cls(process, role)
-
-    async def reply(self, timeout: float) -> dict:
-        line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
-        if not line:
-            raise RuntimeError(f"child {self.name} exited "
-                               f"(status {await self.process.wait()}); see its stderr above")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"child {self.name}: {reply['error']}")
-        return reply
-
-    async def ask(self, timeout: float = COMMAND_TIMEOUT, **command) -> dict:
-        self.process.stdin.write((json.dumps(command) + "\n").encode())
-        await self.process.stdin.drain()
-        return await self.reply(timeout)
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            with contextlib.suppress(Exception):
-                self.process.stdin.write(b'{"op": "quit"}\n')
-                await self.process.stdin.drain()
-            try:
-                await asyncio.wait_for(self.process.wait(), CLOSE_TIMEOUT + 2)
-            except asyncio.TimeoutError:
-                self.process.kill()  # this script's own child, by its handle
-                await self.process.wait()
+async def start_child(role: str) -> Child:
+    return await Child.start(__file__, role, quit_timeout=CLOSE_TIMEOUT + 2)
 
 
 async def run_side(side: str, url: str, server: Child, viewers: Child, plan: dict) -> dict:
@@ -508,8 +452,8 @@ async def run(plan: dict) -> dict:
     # Every child starts at once and imports while the clip is encoded; the
     # aiortc server does nothing until a viewer subscribes, so it costs
     # nothing while ours is measured.
-    children = await asyncio.gather(Child.start("ours"), Child.start("viewers"),
-                                    Child.start("aiortc"), Child.start("viewers"))
+    children = await asyncio.gather(start_child("ours"), start_child("viewers"),
+                                    start_child("aiortc"), start_child("viewers"))
     sides = {}
     try:
         with tempfile.TemporaryDirectory(prefix="bench_fanout_") as tmp:
@@ -585,6 +529,8 @@ def report(result: dict, plan: dict, quick: bool) -> dict:
 
 
 def main() -> None:
+    if run_if_child(CHILD_ROLES):
+        return
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="--quick measures 1 and 10 viewers (2 s / 3 s windows, under 20 s); "
@@ -593,15 +539,10 @@ def main() -> None:
                         help="1 and 10 viewers only, short windows (no 30-viewer run)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object as the last line")
-    parser.add_argument("--child", choices=("ours", "aiortc", "viewers"),
-                        help=argparse.SUPPRESS)
     parser.add_argument("--profile", metavar="DIR",
                         help="cProfile each server's event loop during each window into "
                              "DIR/<side>-<viewers>.prof (inflates the CPU figures)")
     args = parser.parse_args()
-    if args.child:
-        child_main(args.child)
-        return
     plan = dict(QUICK if args.quick else FULL)
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)

@@ -34,13 +34,13 @@ import csv
 import ctypes
 import gc
 import json
-import logging
 import os
 import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from child import ROOT, Child, emit, run_if_child, stdin_lines
+
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # rpistream when not installed
 
@@ -54,24 +54,10 @@ TARGET_PEAK_OVER_BASELINE_MB = 15.0
 # Bounds on every wait, in seconds.
 START_TIMEOUT = 30.0  # a child up (imports, camera started)
 CONNECT_TIMEOUT = 20.0  # a viewer's first frame
-COMMAND_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
 
 
-# --- children: one JSON line per command on stdin, one per reply on stdout ---------
-
-def emit(reply: dict) -> None:
-    sys.stdout.write(json.dumps(reply) + "\n")
-    sys.stdout.flush()
-
-
-async def stdin_lines():
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := await reader.readline():
-        yield json.loads(line)
-
+# --- children (bench/child.py): the server and the viewers ------------------------------
 
 class MallInfo2(ctypes.Structure):
     """glibc's struct mallinfo2 (glibc ≥ 2.33; Debian 12 has 2.36)."""
@@ -240,48 +226,17 @@ async def child_viewers(url: str, count: int, reconnect_every: float) -> None:
                                                   return_exceptions=True), CLOSE_TIMEOUT)
 
 
+CHILD_ROLES = {
+    "server": lambda picture: child_server(json.loads(picture)),
+    "viewers": lambda url, count, reconnect_every: child_viewers(url, int(count),
+                                                                 float(reconnect_every)),
+}
+
+
 # --- the parent -------------------------------------------------------------------------
 
-class Child:
-    """A child process of this script, spoken to in JSON lines."""
-
-    def __init__(self, process: asyncio.subprocess.Process, name: str):
-        self.process = process
-        self.name = name
-
-    @classmethod
-    async def start(cls, name: str, *args: str) -> Child:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, os.path.abspath(__file__), "--child", name, *args,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        return cls(process, name)
-
-    async def reply(self, timeout: float) -> dict:
-        line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
-        if not line:
-            raise RuntimeError(f"child {self.name} exited "
-                               f"(status {await self.process.wait()}); see its stderr above")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"child {self.name}: {reply['error']}")
-        return reply
-
-    async def ask(self, timeout: float = COMMAND_TIMEOUT, **command) -> dict:
-        self.process.stdin.write((json.dumps(command) + "\n").encode())
-        await self.process.stdin.drain()
-        return await self.reply(timeout)
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            with contextlib.suppress(Exception):
-                self.process.stdin.write(b'{"op": "quit"}\n')
-                await self.process.stdin.drain()
-            try:
-                await asyncio.wait_for(self.process.wait(), CLOSE_TIMEOUT + 5)
-            except asyncio.TimeoutError:
-                self.process.kill()  # this script's own child, by its handle
-                await self.process.wait()
+async def start_child(role: str, *args: str) -> Child:
+    return await Child.start(__file__, role, *args, quit_timeout=CLOSE_TIMEOUT + 5)
 
 
 SAMPLE_COLUMNS = ("t_s", "rss_mb", "reconnects", "sessions", "malloc_in_use_mb",
@@ -307,13 +262,13 @@ async def run(args) -> dict:
     duration = args.minutes * 60
     interval = args.sample_every or max(1.0, min(5.0, duration / 60))
     picture = SMALL if args.small else LARGE
-    server = await Child.start("server", json.dumps(picture))
+    server = await start_child("server", json.dumps(picture))
     viewers = None
     samples: list[tuple] = []  # one row of SAMPLE_COLUMNS each
     try:
         hello = await server.reply(START_TIMEOUT)
         process = psutil.Process(hello["pid"])
-        viewers = await Child.start("viewers", hello["url"], str(args.viewers),
+        viewers = await start_child("viewers", hello["url"], str(args.viewers),
                                     str(args.reconnect_every))
         await viewers.reply(START_TIMEOUT + CONNECT_TIMEOUT)
         started = time.monotonic()
@@ -430,17 +385,8 @@ def write_outputs(result: dict, figures: dict, out: str) -> tuple[str, str]:
     return stem + ".csv", stem + ".png"
 
 
-def child_main(args: list[str]) -> None:
-    logging.basicConfig(level=logging.ERROR)
-    if args[0] == "server":
-        asyncio.run(child_server(json.loads(args[1])))
-    else:
-        asyncio.run(child_viewers(args[1], int(args[2]), float(args[3])))
-
-
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        child_main(sys.argv[2:])
+    if run_if_child(CHILD_ROLES):
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0)

@@ -84,9 +84,9 @@ FLEXFEC_MASK_SIZES = (2, 6, 14)  # libwebrtc: mask bytes with K-bit 0, 1 or 2 se
 MAX_PACKET_SIZE = RTP_HEADER_SIZE + 0xFFFF  # the length recovery field is 16 bits
 # Share of the media packet count sent as FEC packets unless told otherwise.
 # Groups of ten get three FEC packets (classes of 4, 3, 3): a lost media packet
-# comes back when the rest of its class and its FEC packet arrive, so at 5 %
-# random loss ~84 % of lost media packets are restored, at 10 % ~70 %
-# (bench/bench_fec.py measures it); rates up to 1 are accepted.
+# comes back when the rest of its class and its FEC packet arrive: at low
+# random loss most do (bench/bench_fec.py measures the share at 5 % and 10 %);
+# rates up to 1 are accepted.
 DEFAULT_RATE = 0.25
 DEFAULT_KIND = "interleaved"
 _RATE_SCALE = 1_000_000  # rates are taken to 6 decimals: ceil() of 20 × 0.15 is 3

@@ -22,8 +22,9 @@ cdef extern from "<sys/eventfd.h>" nogil:
     const int EFD_CLOEXEC
 
 
-# Below this size a frame is copied in while holding the GIL: 64 KiB copy in
-# ~1-3 us (DESIGN §5: memcpy ~50-100 GB/s), about what a GIL hand-off costs.
+# Below this size a frame is copied in while holding the GIL: copying it
+# costs about what a GIL hand-off does (bench/bench_ring.py
+# measures frames either side of it).
 cdef enum:
     NOGIL_COPY_BYTES = 65536
 
@@ -141,9 +142,9 @@ cdef class FrameRing:
                     f"frame of {view.len} bytes is larger than this ring's limit of "
                     f"{self._max_payload} bytes (half its capacity, so that a frame "
                     f"always fits an empty ring); give the ring more capacity")
-            # Giving up the GIL costs about a microsecond when the event loop
-            # is waiting for it (a futex wake and a thread switch each way),
-            # more than copying a small frame: only large copies run without it.
+            # Giving up the GIL costs a futex wake and a thread switch each
+            # way when the event loop is waiting for it, more than copying a
+            # small frame: only large copies run without it.
             if view.len >= NOGIL_COPY_BYTES:
                 with nogil:
                     result = ring_push(self._state, <const unsigned char *>view.buf,
