@@ -1,4 +1,4 @@
-"""Build the Cython extensions under ext/rpistream/ into the rpistream package.
+"""Build the Cython extensions under ext/rpistream/core/ into rpistream.core.
 
 A failed compile is an error. Set RPISTREAM_NO_EXTENSIONS=1 to skip the
 extensions on purpose; rpistream then runs on its pure-Python twins.
@@ -6,21 +6,25 @@ extensions on purpose; rpistream then runs on its pure-Python twins.
 
 import glob
 import os
+import runpy
 
 from setuptools import Extension, setup
 
-NO_EXTENSIONS = os.environ.get("RPISTREAM_NO_EXTENSIONS") == "1"
-EXT_DIR = os.path.join("ext", "rpistream")
+# The one reading of RPISTREAM_NO_EXTENSIONS, run from its file: a PEP 517
+# build does not put this directory on sys.path.
+NATIVE = runpy.run_path(os.path.join("rpistream", "core", "native.py"))["NATIVE"]
+
+EXT_DIR = os.path.join("ext", "rpistream", "core")
 
 
 def extensions():
-    if NO_EXTENSIONS:
+    if not NATIVE:
         return []
     from Cython.Build import cythonize
 
     exts = [
         Extension(
-            "rpistream." + os.path.basename(pyx)[: -len(".pyx")],
+            "rpistream.core." + os.path.basename(pyx)[: -len(".pyx")],
             [pyx],
             include_dirs=[EXT_DIR],
             extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
@@ -29,7 +33,7 @@ def extensions():
     ]
     return cythonize(
         exts,
-        # include_path lets `cimport rpistream._ring` find ext/rpistream/_ring.pxd
+        # include_path lets `cimport rpistream.core._ring` find ext/rpistream/core/_ring.pxd
         include_path=["ext"],
         compiler_directives={
             "language_level": 3,

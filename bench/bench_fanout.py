@@ -193,8 +193,8 @@ async def child_aiortc(commands) -> None:
     from aiortc.contrib.media import MediaRelay
     from aiortc.mediastreams import MediaStreamTrack
 
-    from rpistream.rtp import H264Packetizer
-    from rpistream import h264
+    from rpistream.core.rtp import H264Packetizer
+    from rpistream.core import h264
     from rpistream.stream.camera import EXT_ROOM, MTU
     from rpistream.webrtc import aiortc_internals
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import fec_decoder  # noqa: E402  (the tests' independent receiver)
 
-from rpistream import _fec, _fec_py, _rtp  # noqa: E402
+from rpistream.core import _fec, _fec_py, _rtp, fec_format, rtp_format  # noqa: E402
 
 import timing  # noqa: E402
 from timing import best_ns  # noqa: E402
@@ -52,7 +52,7 @@ RED_PT, ULPFEC_PT, MEDIA_PT, SSRC = 100, 101, 96, 0x1234ABCD
 
 def group() -> list[memoryview]:
     """Ten 1200-byte packets of one frame, as the packetizer lays them out."""
-    packetizer = _rtp.Vp8Packetizer(mtu=PACKET_SIZE + _rtp.DEFAULT_HEADROOM)
+    packetizer = _rtp.Vp8Packetizer(mtu=PACKET_SIZE + rtp_format.DEFAULT_HEADROOM)
     frame = random.Random(7).randbytes(PACKETS * (packetizer.max_payload - 4))
     batch = packetizer.packetize(frame, 90_000, False)
     packets = [batch.packet(i) for i in range(len(batch))]
@@ -68,17 +68,17 @@ def timed(call, budget_ns: float, repeat: int) -> tuple[float, float]:
 def simulate(loss: float, groups: int, seed: int) -> float:
     """Share of lost media packets restored at random loss `loss`."""
     rng = random.Random(seed)
-    packetizer = _rtp.Vp8Packetizer(mtu=PACKET_SIZE + _rtp.DEFAULT_HEADROOM)
+    packetizer = _rtp.Vp8Packetizer(mtu=PACKET_SIZE + rtp_format.DEFAULT_HEADROOM)
     frame = rng.randbytes(PACKETS * (packetizer.max_payload - 4))
     batch = packetizer.packetize(frame, 90_000, False)
-    masks = _fec.masks(PACKETS, _fec.fec_count(PACKETS))
+    masks = fec_format.masks(PACKETS, fec_format.fec_count(PACKETS))
     payloads = _fec.encode("ulpfec", [batch.packet(i) for i in range(PACKETS)], masks)
     seq = 65530
     media = [batch.write_red(i, RED_PT, MEDIA_PT, SSRC, (seq + i) & 0xFFFF)
              for i in range(PACKETS)]
     expected = {(seq + i) & 0xFFFF: batch.write(i, MEDIA_PT, SSRC, (seq + i) & 0xFFFF)
                 for i in range(PACKETS)}
-    fec = [payload.write_packet(_fec.rtp_header(RED_PT, (seq + PACKETS + j) & 0xFFFF,
+    fec = [payload.write_packet(fec_format.rtp_header(RED_PT, (seq + PACKETS + j) & 0xFFFF,
                                                 batch.timestamp, SSRC),
                                 seq, SSRC, MEDIA_PT, red_block_type=ULPFEC_PT)
            for j, payload in enumerate(payloads)]
@@ -104,13 +104,13 @@ def run(quick: bool) -> tuple[list[tuple], dict[str, float]]:
     size = sum(len(p) for p in packets)
     repeat = 7 if quick else 15
     budget_ns = 300_000_000 if quick else 1_000_000_000  # per row, roughly
-    masks = _fec.masks(PACKETS, _fec.fec_count(PACKETS))
+    masks = fec_format.masks(PACKETS, fec_format.fec_count(PACKETS))
     everything = [(1 << PACKETS) - 1]
     stacked = np.stack([np.frombuffer(p, np.uint8) for p in packets])
     destination = bytearray(size)
     source = b"".join(packets)
     payload = _fec.encode("ulpfec", packets, masks)[0]
-    header = _fec.rtp_header(RED_PT, 1, 2, SSRC)
+    header = fec_format.rtp_header(RED_PT, 1, 2, SSRC)
     calls = {
         ("xor_parity", "c"): lambda: _fec.xor_parity(packets),
         ("xor_parity", "py"): lambda: _fec_py.xor_parity(packets),

@@ -40,7 +40,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from rpistream import _ring_py  # noqa: E402
+from rpistream.core import _ring_py  # noqa: E402
 
 import timing  # noqa: E402
 
@@ -184,11 +184,11 @@ def best(fn, *args, repeat):
 
 def main():
     args = timing.arguments(__doc__.splitlines()[0])
-    from rpistream import _ring as ring_c
+    from rpistream.core import _ring as ring_c
 
     repeat = 3
     # 65,000 and 66,000 B: either side of the size from which push copies
-    # without the GIL (NOGIL_COPY_BYTES, 64 KiB, in ext/rpistream/_ring.pyx).
+    # without the GIL (NOGIL_COPY_BYTES, 64 KiB, in ext/rpistream/core/_ring.pyx).
     sizes = {1200: 100_000 if args.quick else 500_000,
              65_000: 10_000 if args.quick else 40_000,
              66_000: 10_000 if args.quick else 40_000,

@@ -21,7 +21,7 @@ import resource
 from aiortc.codecs import h264 as aiortc_h264
 from aiortc.codecs import vpx as aiortc_vpx
 
-from rpistream import _rtp, _rtp_py
+from rpistream.core import _rtp, _rtp_py
 
 import timing
 from timing import best_ns

@@ -85,7 +85,7 @@ def heap_figures() -> dict:
 
 async def child_server(picture: dict) -> None:
     from rpistream.config import parse_config
-    from rpistream.monitor.cycles import freeze_startup
+    from rpistream.webrtc.cycles import freeze_startup
     from rpistream.server import Server
 
     config = parse_config({
@@ -330,7 +330,7 @@ def summarize(result: dict, args) -> dict:
         if counts["steady_frames"] else None,
         "server_sessions_at_end": stats["sessions"],
         "server_disconnects": stats["disconnects"],
-        # Cycle collections after viewers left (rpistream/monitor/cycles.py)
+        # Cycle collections after viewers left (rpistream/webrtc/cycles.py)
         # and the event loop's time in each, on average.
         "gc_collections": stats["collections"],
         "gc_ms_mean": round(stats["collect_ms"] / stats["collections"], 2)

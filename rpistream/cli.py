@@ -17,7 +17,7 @@ from rpistream.sources import available_sources, camera_stack, choose_default_ca
 from rpistream.config import (DEFAULT_CONFIG_PATH, Config, ConfigError, load_config,
                               parse_camera_spec, resolve_config_path)
 
-# The PyAV encoder behind each codec (DESIGN.md §2: libx264 zerolatency,
+# The PyAV encoder behind each codec (docs/DESIGN.md §2: libx264 zerolatency,
 # libvpx realtime).
 PYAV_ENCODERS = {"h264": "libx264", "vp8": "libvpx"}
 

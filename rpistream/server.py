@@ -10,7 +10,7 @@ import urllib.parse
 
 from aiohttp import web
 
-from rpistream.monitor.cycles import freeze_startup
+from rpistream.webrtc.cycles import freeze_startup
 from rpistream.monitor.memory import MemoryWatch
 from rpistream.monitor.systemd import SystemdNotifier
 from rpistream.sources import choose_default_camera

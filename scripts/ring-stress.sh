@@ -1,5 +1,5 @@
 #!/bin/sh
-# Stress the frame ring's C code (ext/rpistream/ring.h) on this machine: a
+# Stress the frame ring's C code (ext/rpistream/core/ring.h) on this machine: a
 # producer and a consumer thread on one small ring, every record verified
 # (tests/ring_stress.c says what is checked). Meant for a Raspberry Pi: its
 # cores reorder memory as x86 never does, so there a missing barrier in ring.h
@@ -46,7 +46,7 @@ stress() {
     name=$1
     runner=$2
     shift 2
-    cc "$@" -pthread -I ext/rpistream tests/ring_stress.c -o "$WORK/$name"
+    cc "$@" -pthread -I ext/rpistream/core tests/ring_stress.c -o "$WORK/$name"
     say "$name build: $DURATION s, seed $SEED"
     if $runner "$WORK/$name" "$DURATION" "$SEED"; then
         PASSED="$PASSED $name"

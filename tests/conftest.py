@@ -1,12 +1,13 @@
 import importlib
 import importlib.machinery
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-NO_EXTENSIONS = os.environ.get("RPISTREAM_NO_EXTENSIONS") == "1"
+from rpistream.core.native import NATIVE
+
+NO_EXTENSIONS = not NATIVE
 # Hypothesis draws integers of thousands of digits for the config fuzzing and
 # prints them when it reports an example; Python's guard against slow int→str
 # conversions would turn that report into a crash.
@@ -14,7 +15,7 @@ sys.set_int_max_str_digits(0)
 
 
 def load_twin(name: str, which: str):
-    """`rpistream.<name>` for "c", `rpistream.<name>_py` for "py".
+    """`rpistream.core.<name>` for "c", `rpistream.core.<name>_py` for "py".
 
     The compiled module must import unless RPISTREAM_NO_EXTENSIONS=1: a broken
     build fails the tests instead of quietly testing only the twin.
@@ -22,12 +23,12 @@ def load_twin(name: str, which: str):
     if which == "c":
         if NO_EXTENSIONS:
             pytest.skip("RPISTREAM_NO_EXTENSIONS=1: compiled modules are not built")
-        return importlib.import_module(f"rpistream.{name}")
-    return importlib.import_module(f"rpistream.{name}_py")
+        return importlib.import_module(f"rpistream.core.{name}")
+    return importlib.import_module(f"rpistream.core.{name}_py")
 
 
 def compiled_to_compare(name: str):
-    """`rpistream.<name>`, the compiled module, to check against its twin.
+    """`rpistream.core.<name>`, the compiled module, to check against its twin.
 
     Loaded whenever it is importable, RPISTREAM_NO_EXTENSIONS=1 or not: that
     setting chooses what the server runs, not what is built in the tree. When
@@ -36,15 +37,15 @@ def compiled_to_compare(name: str):
     `load_twin` does.
     """
     try:
-        module = importlib.import_module(f"rpistream.{name}")
+        module = importlib.import_module(f"rpistream.core.{name}")
     except ImportError as exc:
         if NO_EXTENSIONS:
-            pytest.skip(f"the compiled rpistream.{name} does not import ({exc}): nothing to "
+            pytest.skip(f"the compiled rpistream.core.{name} does not import ({exc}): nothing to "
                         f"compare its pure-Python twin with")
         raise
     # An agreement test must compare two implementations, not the twin with itself.
     assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), \
-        f"rpistream.{name} is not a compiled extension: {module.__file__}"
+        f"rpistream.core.{name} is not a compiled extension: {module.__file__}"
     return module
 
 

@@ -2,7 +2,7 @@
 with random loss injected on one side. Everything is created by the test and
 deleted when it ends; no traffic leaves the machine.
 
-DESIGN §4: the kernel here has no netem; random loss works with nftables in
+docs/DESIGN.md §7: the kernel here has no netem; random loss works with nftables in
 the *input* hook of the receiving namespace (an output-hook drop would make
 sendto() fail, which a real network never does).
 """

@@ -644,8 +644,8 @@ def probe(args):
     mods.picamera2.Picamera2 = fake
 
     step("create the picamera2 source")
-    from rpistream import h264
-    from rpistream.ring import FrameRing
+    from rpistream.core import h264
+    from rpistream.core.ring import FrameRing
     from rpistream.config import parse_config
     from rpistream.sources import create_source
     from rpistream.sources.base import PTS_HZ

@@ -1,4 +1,4 @@
-/* Stress harness for the lock-free ring of ext/rpistream/ring.h.
+/* Stress harness for the lock-free ring of ext/rpistream/core/ring.h.
  *
  * One producer thread and one consumer thread drive one ring the way
  * _ring.pyx does: the producer pushes frames (the camera thread); the consumer
@@ -74,7 +74,7 @@ static ssize_t write_losing_wakeups(int fd, const void *buf, size_t count) {
 #include "ring.h"
 #undef write
 
-/* rpistream/_ring_py.py MIN_CAPACITY: the smallest ring _ring.pyx accepts. */
+/* rpistream/core/_ring_py.py MIN_CAPACITY: the smallest ring _ring.pyx accepts. */
 #define MIN_CAPACITY 4096u
 /* Capacities MIN_CAPACITY + 8 * [0, 512): mostly not powers of two, which
  * _ring.pyx allows, so position % capacity is a division, not a mask. */

@@ -3,7 +3,7 @@
 import pytest
 
 from rpistream.config import CameraConfig
-from rpistream.rtp import (FLEXFEC_HEADROOM, RED_HEADROOM, RTX_HEADROOM, ULPFEC_HEADROOM,
+from rpistream.core.rtp import (FLEXFEC_HEADROOM, RED_HEADROOM, RTX_HEADROOM, ULPFEC_HEADROOM,
                            ext_block_size, headroom)
 from rpistream.stream.camera import EXT_ROOM, MTU, Camera, fec_schemes
 from rpistream.webrtc.session import choose_fec

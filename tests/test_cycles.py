@@ -1,5 +1,5 @@
 """A closed session's aiortc objects, held in reference cycles, are freed by the
-collection rpistream/monitor/cycles.py runs soon after it closes."""
+collection rpistream/webrtc/cycles.py runs soon after it closes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import weakref
 
 import aiohttp
 
-from rpistream.monitor.cycles import CycleCollector
+from rpistream.webrtc.cycles import CycleCollector
 from serving import base_url, serving
 from whep_client import WhepViewer
 

@@ -1,4 +1,4 @@
-"""FEC encoder (rpistream.fec), checked by an independent receiver (tests/fec_decoder.py).
+"""FEC encoder (rpistream.core.fec), checked by an independent receiver (tests/fec_decoder.py).
 
 Every test runs against the compiled module (`c`) and its pure-Python twin
 (`py`), each with the PacketBatch of the same kind.
@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 import fec_decoder
 import media
-from conftest import load_twin
-from rpistream._select import NO_EXTENSIONS
+from conftest import NO_EXTENSIONS, load_twin
+
+from rpistream.core import fec_format
 
 PROPERTY = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -124,13 +125,13 @@ def send(fec, scheme: str, refs, fec_masks: list[int], viewer: Viewer) -> Sent:
         if scheme == "ulpfec":
             # libwebrtc (ulpfec_generator.cc GetFecPackets): the last media packet's
             # header with PT=red, no marker, next sequence number of the media stream.
-            header = fec.rtp_header(RED_PT, (viewer.seq + len(refs) + j) & 0xFFFF,
+            header = fec_format.rtp_header(RED_PT, (viewer.seq + len(refs) + j) & 0xFFFF,
                                     last_batch.timestamp, viewer.ssrc, viewer.ext_live)
             fec_sent.append(payload.write_packet(header, viewer.seq, viewer.ssrc,
                                                  viewer.payload_type, viewer.ext_fec,
                                                  red_block_type=ULPFEC_PT))
         else:
-            header = fec.rtp_header(FLEXFEC_PT, (viewer.fec_seq + j) & 0xFFFF,
+            header = fec_format.rtp_header(FLEXFEC_PT, (viewer.fec_seq + j) & 0xFFFF,
                                     last_batch.timestamp, viewer.fec_ssrc, viewer.ext_live)
             fec_sent.append(payload.write_packet(header, viewer.seq, viewer.ssrc,
                                                  viewer.payload_type, viewer.ext_fec))
@@ -178,32 +179,31 @@ def check_patterns(scheme, sent, viewer, fec_masks, media_count, patterns) -> in
 
 # --- constants, selector ------------------------------------------------------------
 
-def test_constants(impl):
-    fec, _ = impl
-    assert fec.SCHEMES == ("ulpfec", "flexfec-03")
-    assert fec.MASK_KINDS == ("interleaved", "block")
-    assert fec.MAX_MEDIA_PACKETS == 48
-    assert fec.DEFAULT_KIND == "interleaved"
-    assert 0 < fec.DEFAULT_RATE <= 1
+def test_constants():
+    assert fec_format.SCHEMES == ("ulpfec", "flexfec-03")
+    assert fec_format.MASK_KINDS == ("interleaved", "block")
+    assert fec_format.MAX_MEDIA_PACKETS == 48
+    assert fec_format.DEFAULT_KIND == "interleaved"
+    assert 0 < fec_format.DEFAULT_RATE <= 1
 
 
 def test_selector_honours_no_extensions():
-    import rpistream.fec
+    import rpistream.core.fec
 
     expected = load_twin("_fec", "py" if NO_EXTENSIONS else "c")
-    assert rpistream.fec.encode is expected.encode
-    assert rpistream.fec.FecPayload is expected.FecPayload
+    assert rpistream.core.fec.encode is expected.encode
+    assert rpistream.core.fec.FecPayload is expected.FecPayload
 
 
 # --- masks and rates ----------------------------------------------------------------
 
 def test_masks_examples(impl):
     fec, _ = impl
-    assert fec.masks(10, 3, "interleaved") == [0b1001001001, 0b0010010010, 0b0100100100]
-    assert fec.masks(10, 3, "block") == [0b1111, 0b1110000, 0b1110000000]
-    assert fec.masks(1, 1) == [1]
-    assert fec.masks(48, 48, "block") == [1 << i for i in range(48)]
-    assert fec.masks(48, 1, "interleaved") == [(1 << 48) - 1]
+    assert fec_format.masks(10, 3, "interleaved") == [0b1001001001, 0b0010010010, 0b0100100100]
+    assert fec_format.masks(10, 3, "block") == [0b1111, 0b1110000, 0b1110000000]
+    assert fec_format.masks(1, 1) == [1]
+    assert fec_format.masks(48, 48, "block") == [1 << i for i in range(48)]
+    assert fec_format.masks(48, 1, "interleaved") == [(1 << 48) - 1]
 
 
 @pytest.mark.parametrize("kind", ["interleaved", "block"])
@@ -211,7 +211,7 @@ def test_masks_partition_the_group(impl, kind):
     fec, _ = impl
     for media_count in range(1, 49):
         for fec_count in range(1, media_count + 1):
-            result = fec.masks(media_count, fec_count, kind)
+            result = fec_format.masks(media_count, fec_count, kind)
             assert len(result) == fec_count
             assert all(mask for mask in result), "every FEC packet protects something"
             assert sum(result) == (1 << media_count) - 1, "disjoint, covering every packet"
@@ -230,12 +230,12 @@ def test_masks_partition_the_group(impl, kind):
 
 def test_fec_count(impl):
     fec, _ = impl
-    assert fec.fec_count(10) == 3  # DEFAULT_RATE 0.25
-    assert fec.fec_count(10, 0.25) == 3
-    assert fec.fec_count(20, 0.15) == 3, "20 × 0.15 is 3, not 3.0000000000000004 rounded up"
-    assert fec.fec_count(1, 0.01) == 1
-    assert fec.fec_count(48, 1) == 48
-    assert fec.fec_count(7, 0.5) == 4
+    assert fec_format.fec_count(10) == 3  # DEFAULT_RATE 0.25
+    assert fec_format.fec_count(10, 0.25) == 3
+    assert fec_format.fec_count(20, 0.15) == 3, "20 × 0.15 is 3, not 3.0000000000000004 rounded up"
+    assert fec_format.fec_count(1, 0.01) == 1
+    assert fec_format.fec_count(48, 1) == 48
+    assert fec_format.fec_count(7, 0.5) == 4
 
 
 # --- known answers ------------------------------------------------------------------
@@ -339,7 +339,7 @@ def test_red_wrapped_fec_packet(impl):
     batch = rtp.Vp8Packetizer(ext_room=8).packetize(b"\x07" * 2000, 1234, True)
     payload, = fec.encode("ulpfec", [batch.packet(0), batch.packet(1)], [0b01])
     ext = bytes([0x10, 0x41, 0x32, 0, 0, 0])  # mid "A", abs-send-time zeroed
-    header = fec.rtp_header(RED_PT, 9, 1234, 0xDEADBEEF, ext, ext_room=8)
+    header = fec_format.rtp_header(RED_PT, 9, 1234, 0xDEADBEEF, ext, ext_room=8)
     assert len(header) == 24 and header[:2] == bytes([0x90, RED_PT])
     assert header[12:16] == b"\xbe\xde\x00\x02"
     packet = payload.write_packet(header, 7, 0xDEADBEEF, 96, ext, red_block_type=ULPFEC_PT)
@@ -365,7 +365,7 @@ def test_recovery(impl, seed, media_count, rate, kind, scheme, payload_type, ssr
     fec, rtp = impl
     rng = random.Random(seed)
     refs = laid_out_group(rtp, rng, media_count, ext_room, codec)
-    fec_masks = fec.masks(media_count, fec.fec_count(media_count, rate), kind)
+    fec_masks = fec_format.masks(media_count, fec_format.fec_count(media_count, rate), kind)
     live, zeroed = elements(rng, ext_room)
     viewer = Viewer(payload_type, ssrc, seq, live, zeroed)
     sent = send(fec, scheme, refs, fec_masks, viewer)
@@ -442,7 +442,7 @@ def test_real_video_groups(impl, scheme, codec):
     zeroed = live[:3] + bytes(3)
     for start in range(0, len(refs), 10):
         group = refs[start:start + 10]
-        fec_masks = fec.masks(len(group), fec.fec_count(len(group)))
+        fec_masks = fec_format.masks(len(group), fec_format.fec_count(len(group)))
         viewer = Viewer(96, 0x1234ABCD, seq, live, zeroed)
         sent = send(fec, scheme, group, fec_masks, viewer)
         lost = {i for i in (0, 4, 8) if i < len(group)}
@@ -462,13 +462,13 @@ def test_implementations_identical(both, seed, media_count, fec_count, scheme, e
     rng = random.Random(seed)
     fec_count = min(fec_count, media_count)
     if disjoint:
-        fec_masks = load_twin("_fec", "py").masks(media_count, fec_count,
+        fec_masks = fec_format.masks(media_count, fec_count,
                                                   rng.choice(["interleaved", "block"]))
     else:
         fec_masks = [rng.randint(1, (1 << media_count) - 1) for _ in range(fec_count)]
     outputs = []
     live, zeroed = elements(rng, ext_room)
-    header = load_twin("_fec", "py").rtp_header(RED_PT, 1, 2, 3, live)
+    header = fec_format.rtp_header(RED_PT, 1, 2, 3, live)
     arguments = (rng.randint(0, 65535), rng.randint(0, 2**32 - 1), rng.randint(0, 127), zeroed)
     for fec, rtp in both:
         refs = laid_out_group(rtp, random.Random(seed), media_count, ext_room, "vp8")
@@ -505,7 +505,7 @@ def test_shared_batches_untouched_and_memory_flat(impl):
     before = [bytes(packet) for packet in packets]
 
     def work():
-        for payload in fec.encode("flexfec-03", packets, fec.masks(len(packets), 3)):
+        for payload in fec.encode("flexfec-03", packets, fec_format.masks(len(packets), 3)):
             payload.write_packet(b"\x80" * 12, 1, 2, 96, b"\x10\x30")
 
     for _ in range(50):
@@ -543,16 +543,16 @@ def test_encode_errors(impl):
          r"mask 0 is 4: it must name 1\.\.2 packets of the group"),
         (lambda: fec.encode("ulpfec", [packet], [-1]), r"mask 0 is -1: it must name"),
         (lambda: fec.encode("ulpfec", [packet], ["1"]), r"mask 0 is '1': it must name"),
-        (lambda: fec.masks(0, 1), r"media_count must be 1\.\.48, got 0"),
-        (lambda: fec.masks(49, 1), r"media_count must be 1\.\.48, got 49"),
-        (lambda: fec.masks(10, 11), r"fec_count must be 1\.\.10, got 11"),
-        (lambda: fec.masks(10, 0), r"fec_count must be 1\.\.10, got 0"),
-        (lambda: fec.masks(10, 2, "random"),
+        (lambda: fec_format.masks(0, 1), r"media_count must be 1\.\.48, got 0"),
+        (lambda: fec_format.masks(49, 1), r"media_count must be 1\.\.48, got 49"),
+        (lambda: fec_format.masks(10, 11), r"fec_count must be 1\.\.10, got 11"),
+        (lambda: fec_format.masks(10, 0), r"fec_count must be 1\.\.10, got 0"),
+        (lambda: fec_format.masks(10, 2, "random"),
          r"mask kind must be 'interleaved' or 'block', got 'random'"),
-        (lambda: fec.fec_count(10, 0),
+        (lambda: fec_format.fec_count(10, 0),
          r"FEC rate must be above 0 and at most 1 \(FEC packets per media packet\), got 0"),
-        (lambda: fec.fec_count(10, 1.5), r"FEC rate must be above 0 and at most 1 .*got 1\.5"),
-        (lambda: fec.fec_count(49, 0.5), r"media_count must be 1\.\.48, got 49"),
+        (lambda: fec_format.fec_count(10, 1.5), r"FEC rate must be above 0 and at most 1 .*got 1\.5"),
+        (lambda: fec_format.fec_count(49, 0.5), r"media_count must be 1\.\.48, got 49"),
     ]
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -585,10 +585,10 @@ def test_write_errors(impl):
          r"red_block_type must be -1\.\.127, got 128"),
         (lambda: payload.write_packet(b"", 0, 1, 96, bytes(9), 100),
          r"header extension elements take 9 bytes"),
-        (lambda: fec.rtp_header(128, 0, 0, 0), r"payload_type must be 0\.\.127, got 128"),
-        (lambda: fec.rtp_header(96, 0, 1 << 32, 0),
+        (lambda: fec_format.rtp_header(128, 0, 0, 0), r"payload_type must be 0\.\.127, got 128"),
+        (lambda: fec_format.rtp_header(96, 0, 1 << 32, 0),
          r"timestamp must be 0\.\.4294967295, got 4294967296"),
-        (lambda: fec.rtp_header(96, 0, 0, 0, b"\x40\x30\x20\x01\x02", ext_room=2),
+        (lambda: fec_format.rtp_header(96, 0, 0, 0, b"\x40\x30\x20\x01\x02", ext_room=2),
          r"header extension elements take 5 bytes but ext_room=4; raise ext_room"),
     ]
     for call, message in cases:
@@ -598,9 +598,9 @@ def test_write_errors(impl):
 
 def test_rtp_header(impl):
     fec, _ = impl
-    assert fec.rtp_header(96, 0x1234, 0x01020304, 0xA0B0C0D0) == bytes.fromhex(
+    assert fec_format.rtp_header(96, 0x1234, 0x01020304, 0xA0B0C0D0) == bytes.fromhex(
         "80601234" "01020304" "a0b0c0d0")
-    assert fec.rtp_header(127, 0, 0, 0, b"\x10\x30", marker=True) == bytes.fromhex(
+    assert fec_format.rtp_header(127, 0, 0, 0, b"\x10\x30", marker=True) == bytes.fromhex(
         "90ff0000" "00000000" "00000000" "bede0001" "10300000")
-    assert fec.rtp_header(0, 0, 0, 0, b"", ext_room=5)[12:] == bytes.fromhex(
+    assert fec_format.rtp_header(0, 0, 0, 0, b"", ext_room=5)[12:] == bytes.fromhex(
         "bede0002" "0000000000000000")

@@ -1,7 +1,7 @@
 """FEC proven in Chromium: random loss on the link, the server's NACK answering
 off so that only FEC can repair, two cameras side by side in one page — one
 with FEC, one without — and the block codes read from the decoded frames
-count what each lost. FlexFEC-03 for H.264, RED+ULPFEC for VP8 (DESIGN §3)."""
+count what each lost. FlexFEC-03 for H.264, RED+ULPFEC for VP8 (docs/DESIGN.md §6)."""
 
 import asyncio
 
@@ -100,7 +100,7 @@ async def test_fec_repairs_what_nack_may_not(codec, scheme, tmp_path):
     assert viewers["plain"].stats()["fec"] == "none"
     assert fec_viewer["packets_retransmitted"] == 0, "NACK answering was off"
     if scheme == "flexfec-03":
-        # getStats counts FlexFEC only (DESIGN §3); ULPFEC shows in the outcome.
+        # getStats counts FlexFEC only (docs/DESIGN.md §6); ULPFEC shows in the outcome.
         assert results[LOSSES[-1], "fec"]["fec_packets"] > 0
     for loss in LOSSES:
         fec, plain = results[loss, "fec"], results[loss, "plain"]

@@ -26,6 +26,8 @@ import pytest
 import media
 from conftest import load_twin
 
+from rpistream.core import fec_format
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 RECEIVER = Path(__file__).with_name("gst_ulpfec_receiver.py")
 
@@ -69,7 +71,7 @@ def test_gstreamer_recovers_and_decodes_every_frame(impl, kind, tmp_path):
     for group_number, start in enumerate(range(0, len(refs), GROUP)):
         group = refs[start:start + GROUP]
         payloads = fec.encode("ulpfec", [batch.packet(i) for batch, i in group],
-                              fec.masks(len(group), fec.fec_count(len(group)), kind))
+                              fec_format.masks(len(group), fec_format.fec_count(len(group)), kind))
         lost = group_number % len(group)  # a different position in each group
         for offset, (batch, index) in enumerate(group):
             packet = batch.write_red(index, RED_PT, MEDIA_PT, SSRC, (seq + offset) & 0xFFFF)
@@ -78,7 +80,7 @@ def test_gstreamer_recovers_and_decodes_every_frame(impl, kind, tmp_path):
             out += struct.pack("!cH", kind_byte, len(packet)) + packet
         # libwebrtc's RED/ULPFEC packets: the last media packet's timestamp, no marker.
         for j, payload in enumerate(payloads):
-            header = fec.rtp_header(RED_PT, (seq + len(group) + j) & 0xFFFF,
+            header = fec_format.rtp_header(RED_PT, (seq + len(group) + j) & 0xFFFF,
                                     group[-1][0].timestamp, SSRC)
             packet = payload.write_packet(header, seq, SSRC, MEDIA_PT, b"",
                                           red_block_type=ULPFEC_PT)

@@ -1,5 +1,5 @@
 """GStreamer's webrtcbin as a WHEP viewer: a WebRTC stack that shares nothing with
-aiortc or browsers, and one that uses an RSA DTLS certificate (DESIGN.md §4).
+aiortc or browsers, and one that uses an RSA DTLS certificate (docs/DESIGN.md §7).
 
 The client (tests/gst_whep_client.py) runs under Debian's /usr/bin/python3, which
 has PyGObject; it writes every decoded frame's luma plane to a file, and the block

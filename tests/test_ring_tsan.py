@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "ring_stress.c"
-RING_H_DIR = ROOT / "ext" / "rpistream"
+RING_H_DIR = ROOT / "ext" / "rpistream" / "core"
 
 # -Wno-tsan: GCC warns that ThreadSanitizer does not model atomic_thread_fence.
 # ring.h's two fences order only consumer_waiting against head (the wake-up

@@ -1,4 +1,4 @@
-"""RTP packetizers (rpistream.rtp), checked against aiortc's independent depayloaders
+"""RTP packetizers (rpistream.core.rtp), checked against aiortc's independent depayloaders
 and RTP parser. Every test runs against the compiled module (`c`) and its
 pure-Python twin (`py`)."""
 
@@ -16,10 +16,11 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket, unwrap_rtx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rpistream._select import NO_EXTENSIONS
 
 import media
-from conftest import load_twin
+from conftest import NO_EXTENSIONS, load_twin
+
+from rpistream.core import rtp_format
 
 IMPLEMENTATIONS = ["c", "py"]
 FOUR_BYTE_START = b"\x00\x00\x00\x01"
@@ -186,23 +187,22 @@ nal_strategy = st.builds(
 
 # --- constants -------------------------------------------------------------------
 
-def test_constants(rtp):
-    assert rtp.RTP_HEADER_SIZE == 12
-    assert rtp.ONE_BYTE_EXT_HEADER == 4
-    assert rtp.RED_HEADROOM == 1
-    assert rtp.ULPFEC_HEADROOM == 18  # 10 FEC header + 8 level-0 header, long mask
-    assert rtp.FLEXFEC_HEADROOM == 32  # 12 + 6 + 14 (libwebrtc FlexFEC-03, 3 K-bits)
-    assert rtp.RTX_HEADROOM == 2
-    assert rtp.DEFAULT_HEADROOM == 32
+def test_constants():
+    assert rtp_format.RTP_HEADER_SIZE == 12
+    assert rtp_format.ONE_BYTE_EXT_HEADER == 4
+    assert rtp_format.RED_HEADROOM == 1
+    assert rtp_format.ULPFEC_HEADROOM == 18  # 10 FEC header + 8 level-0 header, long mask
+    assert rtp_format.FLEXFEC_HEADROOM == 32  # 12 + 6 + 14 (libwebrtc FlexFEC-03, 3 K-bits)
+    assert rtp_format.RTX_HEADROOM == 2
+    assert rtp_format.DEFAULT_HEADROOM == 32
 
 
 def test_selector_honours_no_extensions():
-    import rpistream.rtp
+    import rpistream.core.rtp
 
     expected = load("py") if NO_EXTENSIONS else load("c")
-    assert rpistream.rtp.Vp8Packetizer is expected.Vp8Packetizer
-    assert rpistream.rtp.H264Packetizer is expected.H264Packetizer
-    assert rpistream.rtp.DEFAULT_HEADROOM == expected.DEFAULT_HEADROOM
+    assert rpistream.core.rtp.Vp8Packetizer is expected.Vp8Packetizer
+    assert rpistream.core.rtp.H264Packetizer is expected.H264Packetizer
 
 
 def test_geometry(rtp):

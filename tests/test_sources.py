@@ -20,8 +20,8 @@ import pytest
 from av.video.frame import PictureType
 
 from rpistream.config import parse_config
-from rpistream.ring import FrameRing
-from rpistream import h264
+from rpistream.core.ring import FrameRing
+from rpistream.core import h264
 from rpistream.sources import available_sources, blockcode, choose_default_camera, create_source
 from rpistream.sources.picture import MovingPicture
 from rpistream.sources.testpattern import open_encoder

@@ -16,7 +16,7 @@ from aiortc.rtp import (
     RtcpRtpfbPacket,
 )
 
-from rpistream.rtp import Vp8Packetizer
+from rpistream.core.rtp import Vp8Packetizer
 from rpistream.webrtc import viewer as viewer_module
 from rpistream.stream.broadcaster import Broadcaster
 from rpistream.webrtc.viewer import Viewer, ViewerParameters

@@ -212,8 +212,8 @@ class CameraConfig(Section):
         Int(1, 10),
         "Most frames one FEC group spans. 1: every frame's FEC follows it at "
         "once. Grouping small frames costs less overhead, but Chrome does not "
-        "wait for late repairs: at 10 % loss, H.264 without NACK played at "
-        "30 fps with 1 and froze with 3.",
+        "wait for late repairs: a repair a few frames late comes after the "
+        "picture froze.",
         1)
     retransmit: bool = key(
         Bool(),
@@ -251,7 +251,7 @@ class CameraConfig(Section):
 @dataclass(frozen=True, kw_only=True)
 class LimitsConfig(Section):
     # Upper bounds of the viewer counts are sanity checks, far past what one
-    # Pi's uplink carries; see DESIGN.md §6 for scaling past one board.
+    # Pi's uplink carries; see docs/DESIGN.md §9 for scaling past one board.
     max_viewers: int = key(
         Int(1, 1000),
         "Viewers of all cameras together. Each costs SRTP encryption (the Pi 4 "
@@ -264,7 +264,7 @@ class LimitsConfig(Section):
         "Pi's Wi-Fi carries.",
         20)
     # At most 30: a second of video at 30 fps. Deeper queues are the unbounded
-    # latency and memory growth rpistream exists to avoid (DESIGN.md §1).
+    # latency and memory growth rpistream exists to avoid (docs/DESIGN.md §1).
     viewer_queue_frames: int = key(
         Int(1, 30),
         "Frames a viewer may have waiting to be sent. Small on purpose: every "
@@ -326,14 +326,14 @@ class MonitorConfig(Section):
         "read of /proc; the last hour of them is kept to fit the growth rate.",
         30.0)
     # MB here are MiB, as in systemd's MemoryMax=512M. The bounds are sanity
-    # checks: 64 is under the ~75 MB that importing aiortc and aiohttp takes,
+    # checks: 64 is under what importing aiortc and aiohttp alone takes,
     # 16384 is the largest Pi's memory.
     warn_rss_mb: int = key(
         Int(64, 16384),
         "RSS in MB (MiB) at which the log warns, with the growth rate and the "
-        "biggest buffers. Measured: 114 MB streaming 720p with no viewer, 127 "
-        "with 20 (under 1 MB each), so 320 leaves room for 50 viewers and the "
-        "camera stack's own buffers: past it, something holds what it should not.",
+        "biggest buffers. A viewer costs under 1 MB (README: Memory over an hour), so 320 "
+        "leaves room for 50 viewers over a streaming server and the camera "
+        "stack's own buffers: past it, something holds what it should not.",
         320)
     critical_rss_mb: int = key(
         Int(64, 16384),
@@ -351,7 +351,7 @@ class MonitorConfig(Section):
         "RSS growth, fitted over the last hour, above which a leak is suspected "
         "(logged once, with the rate) when both halves of the hour grew that "
         "fast. 2 is twice what the soak benchmark allows a healthy server "
-        "(bench/soak.py), and 48 MB a day: from 114 MB, critical within a week.",
+        "(bench/soak.py), and 48 MB a day: critical within a week.",
         2.0)
     debug_api: bool = key(
         Bool(),

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 
-from rpistream import h264
+from rpistream.core import h264
 
 log = logging.getLogger("rpistream.sources")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import av
 
-from rpistream import h264
+from rpistream.core import h264
 from rpistream.sources import ivf
 from rpistream.sources.base import PTS_HZ, Source
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from rpistream.ring import FrameRing
-from rpistream.rtp import H264Packetizer, Vp8Packetizer, headroom
+from rpistream.core.ring import FrameRing
+from rpistream.core.rtp import H264Packetizer, Vp8Packetizer, headroom
 from rpistream.sources import create_source
 from rpistream.stream.broadcaster import Broadcaster
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rpistream import fec
+from rpistream.core import fec
 
 # Adaptive protection: FEC packets per media packet, from the worst loss the
 # viewers of a scheme report. 3x the loss plus 5 % keeps most single losses

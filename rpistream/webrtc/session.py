@@ -146,7 +146,7 @@ def choose_fec(media, schemes: tuple[str, ...]) -> str | None:
 
 def announce_flexfec_ssrc(sdp: str, media_ssrc: int, fec_ssrc: int) -> str:
     """Chrome uses FlexFEC only when the answer names the FEC stream:
-    `a=ssrc-group:FEC-FR <media> <fec>` and its own `a=ssrc` lines (DESIGN §3)."""
+    `a=ssrc-group:FEC-FR <media> <fec>` and its own `a=ssrc` lines (docs/DESIGN.md §6)."""
     lines = sdp.split("\r\n")
     media_lines = [i for i, line in enumerate(lines) if line.startswith(f"a=ssrc:{media_ssrc} ")]
     if not media_lines:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from rpistream.monitor.cycles import CycleCollector
+from rpistream.webrtc.cycles import CycleCollector
 from rpistream.webrtc.session import PeerSession
 
 

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rpistream import fec
+from rpistream.core import fec
 from rpistream.stream.fec_groups import FecGroup
 from rpistream.webrtc.aiortc_internals import ntp_time, rtcp
 from rpistream.webrtc.history import PacketHistory
@@ -51,7 +51,7 @@ class ViewerParameters:
     mid_extension_id: int | None
     abs_send_time_extension_id: int | None
     cname: str
-    # FEC (DESIGN §3): None, "ulpfec" (every packet RED-wrapped, FEC in the media
+    # FEC (docs/DESIGN.md §6): None, "ulpfec" (every packet RED-wrapped, FEC in the media
     # SSRC's sequence space) or "flexfec-03" (its own SSRC and sequence numbers).
     fec_scheme: str | None = None
     red_payload_type: int | None = None
@@ -99,7 +99,7 @@ class Viewer:
         self._mid_element = self._mid_element_for(params, ext_room)
         self._ext_room = ext_room
         # The elements as FEC computes them: abs-send-time's value zeroed (it
-        # is written at send time, after FEC; DESIGN §3).
+        # is written at send time, after FEC; docs/DESIGN.md §6).
         self._fec_ext = self._mid_element + (
             bytes([params.abs_send_time_extension_id << 4 | 2, 0, 0, 0])
             if params.abs_send_time_extension_id else b"")

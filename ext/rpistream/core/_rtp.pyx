@@ -4,7 +4,7 @@ A frame becomes a PacketBatch: complete RTP packets back to back in one
 allocation, the camera-wide timestamp written, payload type / sequence number /
 SSRC / extension values zero. write() and write_rtx() copy one packet for one
 viewer and patch those fields. The byte-copying loops run without the GIL.
-Error messages come from the pure-Python twin (rpistream/_rtp_py.py), the
+Error messages come from the pure-Python twin (rpistream/core/_rtp_py.py), the
 reference this module is tested against.
 """
 
@@ -20,22 +20,14 @@ from libc.stdint cimport uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from rpistream._rtp_py import (
-    DEFAULT_HEADROOM,
-    FLEXFEC_HEADROOM,
+from rpistream.core.rtp_format import (
     MAX_EXT_ROOM,
-    MAX_MTU,
-    MIN_MTU,
-    MIN_PAYLOAD,
     ONE_BYTE_EXT_HEADER,
-    RED_HEADROOM,
     RTP_HEADER_SIZE,
-    RTX_HEADROOM,
-    ULPFEC_HEADROOM,
-    _check_ext,
-    _check_range,
-    _frame_bytes,
-    _geometry,
+    check_ext,
+    check_range,
+    frame_bytes,
+    geometry,
     split_annexb,
 )
 
@@ -282,11 +274,11 @@ cdef class PacketBatch:
         cdef Py_ssize_t ext_length
         cdef unsigned char *out
         if not 0 <= payload_type <= 127:
-            _check_range("payload_type", payload_type, 0, 127)
+            check_range("payload_type", payload_type, 0, 127)
         if not 0 <= ssrc <= 0xFFFFFFFF:
-            _check_range("ssrc", ssrc, 0, 0xFFFFFFFF)
+            check_range("ssrc", ssrc, 0, 0xFFFFFFFF)
         if not 0 <= seq <= 0xFFFF:
-            _check_range("seq", seq, 0, 0xFFFF)
+            check_range("seq", seq, 0, 0xFFFF)
         if PyBytes_CheckExact(ext):
             ext_data = <const unsigned char *>PyBytes_AS_STRING(ext)
             ext_length = PyBytes_GET_SIZE(ext)
@@ -295,11 +287,11 @@ cdef class PacketBatch:
             ext_length = ext_view.len
         try:
             if ext_length > self._ext_room:
-                _check_ext(ext_length, self._ext_room)
+                check_ext(ext_length, self._ext_room)
             if rtx and not 0 <= original_seq <= 0xFFFF:
-                _check_range("original_seq", original_seq, 0, 0xFFFF)
+                check_range("original_seq", original_seq, 0, 0xFFFF)
             if red and not 0 <= media_payload_type <= 127:
-                _check_range("media_payload_type", media_payload_type, 0, 127)
+                check_range("media_payload_type", media_payload_type, 0, 127)
             result = PyBytes_FromStringAndSize(NULL, length + inserted)
             out = <unsigned char *>PyBytes_AS_STRING(result)
             if inserted:
@@ -339,7 +331,7 @@ cdef class PacketBatch:
         >= 0 the original was its write_red(): the RTX payload is the OSN and
         then that RED payload (block header F=0|red_block_type, media payload)."""
         if not -1 <= red_block_type <= 127:
-            _check_range("red_block_type", red_block_type, -1, 127)
+            check_range("red_block_type", red_block_type, -1, 127)
         return self._copy(index, payload_type, ssrc, seq, ext, True, original_seq,
                           red_block_type >= 0, red_block_type)
 
@@ -359,7 +351,7 @@ cdef class _Packetizer:
     """MTU arithmetic and the RTP header template shared by both codecs."""
 
     def __init__(self, mtu=1200, ext_room=0, headroom=None):
-        ext_room, header_size, headroom, max_payload = _geometry(mtu, ext_room, headroom)
+        ext_room, header_size, headroom, max_payload = geometry(mtu, ext_room, headroom)
         self.mtu = mtu
         self.ext_room = ext_room
         self.headroom = headroom
@@ -370,7 +362,7 @@ cdef class _Packetizer:
         """RFC 3550 §5.1 header: V=2, X if extensions, PT/seq/SSRC zero per viewer;
         RFC 8285 §4.2 one-byte-header extension block with zero (padding) elements."""
         if not 0 <= timestamp <= 0xFFFFFFFF:
-            _check_range("timestamp", timestamp, 0, 0xFFFFFFFF)
+            check_range("timestamp", timestamp, 0, 0xFFFFFFFF)
         memset(header, 0, self._header_size)
         header[0] = 0x90 if self.ext_room else 0x80
         put_be32(header + 4, <uint32_t>timestamp)
@@ -412,7 +404,7 @@ cdef class Vp8Packetizer(_Packetizer):
         PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
         try:
             if view.len == 0:
-                _frame_bytes(frame)
+                frame_bytes(frame)
             self._fill_header(header, timestamp)
             count = (view.len + chunk_limit - 1) // chunk_limit
             batch = self._new_batch(
@@ -462,7 +454,7 @@ cdef class H264Packetizer(_Packetizer):
         try:
             data = <const unsigned char *>view.buf
             if view.len == 0:
-                _frame_bytes(frame)
+                frame_bytes(frame)
             self._fill_header(header, timestamp)
             nal_count = self._find_nals(data, view.len)
             if nal_count <= 0:
@@ -480,8 +472,4 @@ cdef class H264Packetizer(_Packetizer):
         return batch
 
 
-__all__ = [
-    "DEFAULT_HEADROOM", "FLEXFEC_HEADROOM", "MAX_EXT_ROOM", "MAX_MTU", "MIN_MTU",
-    "MIN_PAYLOAD", "ONE_BYTE_EXT_HEADER", "RED_HEADROOM", "RTP_HEADER_SIZE",
-    "RTX_HEADROOM", "ULPFEC_HEADROOM", "H264Packetizer", "PacketBatch", "Vp8Packetizer",
-]
+__all__ = ["H264Packetizer", "PacketBatch", "Vp8Packetizer"]

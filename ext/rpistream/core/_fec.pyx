@@ -5,7 +5,7 @@ and shared by every viewer; FecPayload.write() patches one viewer's fields in
 a copy. The XOR loops (fec.h, 16-byte vector lanes, unaligned loads through
 memcpy) run without the GIL. The wire layouts, the reasons the patches are
 right, and the error messages live in the pure-Python twin
-(rpistream/_fec_py.py), the reference this module is tested against.
+(rpistream/core/_fec_py.py), the reference this module is tested against.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -19,12 +19,9 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from rpistream._fec_py import (
-    DEFAULT_KIND,
-    DEFAULT_RATE,
+from rpistream.core.fec_format import (
+    EXT_WHAT,
     FLEXFEC_BASE_HEADER_SIZE,
-    FLEXFEC_MASK_SIZES,
-    MASK_KINDS,
     MAX_MEDIA_PACKETS,
     MAX_PACKET_SIZE,
     SCHEMES,
@@ -32,23 +29,19 @@ from rpistream._fec_py import (
     ULPFEC_HEADER_SIZE,
     ULPFEC_LEVEL0_LONG,
     ULPFEC_LEVEL0_SHORT,
-    _EXT_WHAT,
-    _check_ext,
-    _check_group,
-    _check_range,
-    _check_scheme,
-    _mask_error,
-    _packet_error,
-    fec_count,
-    masks,
-    rtp_header,
+    check_ext_room,
+    check_group,
+    check_scheme,
+    mask_error,
+    packet_error,
 )
+from rpistream.core.rtp_format import check_range
 
 # The C layout must agree with the twin's constants.
 if (MAX_MEDIA_PACKETS, SHORT_MASK_PACKETS, FLEXFEC_BASE_HEADER_SIZE,
         ULPFEC_HEADER_SIZE + ULPFEC_LEVEL0_SHORT, ULPFEC_HEADER_SIZE + ULPFEC_LEVEL0_LONG) != (
         MAX_PACKETS, SHORT_PACKETS, FLEXFEC_BASE_HEADER, ULPFEC_SHORT_HEADER, ULPFEC_LONG_HEADER):
-    raise ImportError("ext/rpistream/_fec.pxd and rpistream/_fec_py.py disagree on FEC sizes")
+    raise ImportError("ext/rpistream/core/_fec.pxd and rpistream/core/_fec_py.py disagree on FEC sizes")
 
 
 
@@ -166,11 +159,11 @@ cdef class FecPayload:
         cdef Py_ssize_t ext_length
         cdef bint release = False
         if not 0 <= sn_base <= 0xFFFF:
-            _check_range("sn_base", sn_base, 0, 0xFFFF)
+            check_range("sn_base", sn_base, 0, 0xFFFF)
         if not 0 <= media_ssrc <= 0xFFFFFFFF:
-            _check_range("media_ssrc", media_ssrc, 0, 0xFFFFFFFF)
+            check_range("media_ssrc", media_ssrc, 0, 0xFFFFFFFF)
         if not 0 <= payload_type <= 127:
-            _check_range("payload_type", payload_type, 0, 127)
+            check_range("payload_type", payload_type, 0, 127)
         if PyBytes_CheckExact(ext):
             ext_data = <const unsigned char *>PyBytes_AS_STRING(ext)
             ext_length = PyBytes_GET_SIZE(ext)
@@ -181,7 +174,7 @@ cdef class FecPayload:
             ext_length = ext_view.len
         try:
             if ext_length > self.ext_room:
-                _check_ext(ext_length, self.ext_room, _EXT_WHAT)
+                check_ext_room(ext_length, self.ext_room, EXT_WHAT)
             if self.count & 1:
                 # Odd k: the viewer's PT and extension elements do not cancel out.
                 out[1] ^= <unsigned char>payload_type
@@ -221,7 +214,7 @@ cdef class FecPayload:
         cdef Py_ssize_t red = red_block_type >= 0
         cdef unsigned char *out
         if not -1 <= red_block_type <= 127:
-            _check_range("red_block_type", red_block_type, -1, 127)
+            check_range("red_block_type", red_block_type, -1, 127)
         PyObject_GetBuffer(header, &view, PyBUF_SIMPLE)
         try:
             result = PyBytes_FromStringAndSize(NULL, view.len + red + size)
@@ -242,11 +235,11 @@ def encode(scheme, packets, masks):
     """FEC payloads for one group of laid-out media packets (buffers, in
     sequence order: packet i is SN base + i for every viewer), one per mask
     (bit i ⇒ packet i; see masks())."""
-    cdef bint flexfec = _check_scheme(scheme)
+    cdef bint flexfec = check_scheme(scheme)
     if type(packets) is not list:
         packets = list(packets)
     cdef Py_ssize_t media_count = len(packets)
-    _check_group(media_count)
+    check_group(media_count)
     cdef Py_buffer views[MAX_PACKETS]
     cdef const unsigned char *data[MAX_PACKETS]
     cdef Py_ssize_t lengths[MAX_PACKETS]
@@ -267,7 +260,7 @@ def encode(scheme, packets, masks):
             data[i] = <const unsigned char *>views[i].buf
             lengths[i] = views[i].len
             if (not FIXED_HEADER <= lengths[i] <= MAX_PACKET_SIZE) or data[i][0] >> 6 != 2:
-                _packet_error(i, memoryview(packets[i]).cast("B"))
+                packet_error(i, memoryview(packets[i]).cast("B"))
             ext_layout(data[i], lengths[i], &offsets[i], &rooms[i])
         jobs = <FecJob *>PyMem_Malloc(fec_total * sizeof(FecJob) + 1)
         if jobs == NULL:
@@ -276,7 +269,7 @@ def encode(scheme, packets, masks):
         for j in range(fec_total):
             value = masks[j]
             if type(value) is not int or value <= 0 or value >> media_count:
-                _mask_error(j, value, media_count)
+                mask_error(j, value, media_count)
             mask = value
             fec = FecPayload.__new__(FecPayload)
             fec._flexfec = flexfec

@@ -1,4 +1,4 @@
-"""Pure-Python twin of the compiled FrameRing (ext/rpistream/_ring.pyx).
+"""Pure-Python twin of the compiled FrameRing (ext/rpistream/core/_ring.pyx).
 
 Same record layout, same drop and keyframe rules, same API; it exists so
 rpistream runs where the extension cannot be built, and as the reference the
@@ -12,17 +12,7 @@ import os
 import struct
 import threading
 
-# Record header (see ext/rpistream/ring.h): length, flags, capture_ns, pts.
-_HEADER = struct.Struct("<IIqq")
-HEADER_SIZE = _HEADER.size
-_WRAP = 0xFFFFFFFF
-_KEYFRAME = 1
-# Smallest useful ring: a few small records. Real rings hold several keyframes.
-MIN_CAPACITY = 4096
-
-
-def record_size(payload: int) -> int:
-    return (HEADER_SIZE + payload + 7) & ~7
+from rpistream.core.ring_format import HEADER, HEADER_SIZE, KEYFRAME, MIN_CAPACITY, WRAP, record_size
 
 
 class Frame:
@@ -115,10 +105,10 @@ class FrameRing:
             self.wants_keyframe = True
             return False
         if skip:
-            struct.pack_into("<I", self._buf, off, _WRAP)
+            struct.pack_into("<I", self._buf, off, WRAP)
             head += skip
             off = 0
-        _HEADER.pack_into(self._buf, off, length, _KEYFRAME if keyframe else 0,
+        HEADER.pack_into(self._buf, off, length, KEYFRAME if keyframe else 0,
                           capture_ns, pts)
         self._view[off + HEADER_SIZE:off + HEADER_SIZE + length] = memoryview(data).cast("B")
         head += size
@@ -154,13 +144,13 @@ class FrameRing:
         cap = self._capacity
         off = tail % cap
         (length,) = struct.unpack_from("<I", self._buf, off)
-        if length == _WRAP:
+        if length == WRAP:
             tail += cap - off
             off = 0
-        length, flags, capture_ns, pts = _HEADER.unpack_from(self._buf, off)
+        length, flags, capture_ns, pts = HEADER.unpack_from(self._buf, off)
         start = off + HEADER_SIZE
         data = self._view[start:start + length].toreadonly()
-        self._pending = Frame(data, capture_ns, pts, bool(flags & _KEYFRAME))
+        self._pending = Frame(data, capture_ns, pts, bool(flags & KEYFRAME))
         self._pending_next = tail + record_size(length)
         return self._pending
 

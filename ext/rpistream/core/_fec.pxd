@@ -1,4 +1,4 @@
-from rpistream.byteorder cimport get_be16, put_be16, put_be32
+from rpistream.core.byteorder cimport get_be16, put_be16, put_be32
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
 
@@ -7,7 +7,7 @@ cdef extern from "fec.h" nogil:
 
 
 # Wire sizes the C code lays out; the Python-level constants, with their RFC
-# sections, are in rpistream/_fec_py.py, and the twin tests hold the two equal.
+# sections, are in rpistream/core/_fec_py.py, and the twin tests hold the two equal.
 cdef enum:
     FIXED_HEADER = 12                 # RFC 3550 §5.1
     MAX_PACKETS = 48                  # RFC 5109 §7.4: the long mask

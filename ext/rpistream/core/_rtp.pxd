@@ -1,4 +1,4 @@
-from rpistream.byteorder cimport get_be16, put_be16, put_be32
+from rpistream.core.byteorder cimport get_be16, put_be16, put_be32
 from libc.stdint cimport uint16_t, uint32_t
 
 
@@ -8,7 +8,7 @@ cdef extern from "rtp.h" nogil:
 
 
 # Wire sizes the C code lays out. The Python-level constants, with their RFC
-# sections, are in rpistream/_rtp_py.py; the tests that compare the two
+# sections, are in rpistream/core/_rtp_py.py; the tests that compare the two
 # implementations byte for byte hold them equal.
 cdef enum:
     FIXED_HEADER = 12           # RFC 3550 §5.1

@@ -1,17 +1,7 @@
-"""Type stub for the compiled RTP packetizers (ext/rpistream/_rtp.pyx)."""
+"""Type stub for the compiled RTP packetizers (ext/rpistream/core/_rtp.pyx)."""
 
 from collections.abc import Buffer
 
-RTP_HEADER_SIZE: int
-ONE_BYTE_EXT_HEADER: int
-MAX_EXT_ROOM: int
-RED_HEADROOM: int
-ULPFEC_HEADROOM: int
-FLEXFEC_HEADROOM: int
-RTX_HEADROOM: int
-DEFAULT_HEADROOM: int
-MIN_MTU: int
-MAX_MTU: int
 
 class PacketBatch:
     """The RTP packets of one frame, laid out once, shared by every viewer."""

@@ -1,4 +1,4 @@
-"""Type stub for the compiled FrameRing (ext/rpistream/_ring.pyx)."""
+"""Type stub for the compiled FrameRing (ext/rpistream/core/_ring.pyx)."""
 
 from collections.abc import Buffer
 

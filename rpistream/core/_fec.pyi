@@ -1,12 +1,7 @@
-"""Type stub for the compiled FEC encoder (ext/rpistream/_fec.pyx)."""
+"""Type stub for the compiled FEC encoder (ext/rpistream/core/_fec.pyx)."""
 
 from collections.abc import Buffer, Iterable
 
-SCHEMES: tuple[str, str]
-MASK_KINDS: tuple[str, str]
-MAX_MEDIA_PACKETS: int
-DEFAULT_RATE: float
-DEFAULT_KIND: str
 
 class FecPayload:
     """One FEC packet's payload, computed once for every viewer of a camera."""
@@ -33,8 +28,4 @@ class FecPayload:
                      red_block_type: int = -1) -> bytes: ...
 
 def encode(scheme: str, packets: Iterable[Buffer], masks: Iterable[int]) -> list[FecPayload]: ...
-def masks(media_count: int, fec_count: int, kind: str = "interleaved") -> list[int]: ...
-def fec_count(media_count: int, rate: float = ...) -> int: ...
-def rtp_header(payload_type: int, seq: int, timestamp: int, ssrc: int, ext: Buffer = b"",
-               ext_room: int | None = None, marker: bool = False) -> bytes: ...
 def xor_parity(packets: Iterable[Buffer]) -> bytes: ...

@@ -23,7 +23,7 @@ import gc
 import logging
 import time
 
-logger = logging.getLogger("rpistream.monitor")
+logger = logging.getLogger("rpistream.sessions")
 
 # Seconds from a close to the collection: a burst of hang-ups (a page with
 # several cameras closing, a storm of abandoned offers) shares one collection,

@@ -10,7 +10,7 @@ from posix.unistd cimport close
 
 import os
 
-from rpistream._ring_py import MIN_CAPACITY
+from rpistream.core.ring_format import MIN_CAPACITY
 
 
 cdef extern from "<stdlib.h>" nogil:

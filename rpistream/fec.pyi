@@ -1,1 +1,0 @@
-from rpistream._fec import *  # noqa: F403  (same API in the compiled module and the twin)

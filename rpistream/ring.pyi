@@ -1,1 +1,0 @@
-from rpistream._ring import Frame as Frame, FrameRing as FrameRing
