@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from serving import base_url, camera, serving  # noqa: E402  (tests/serving.py)
 
+from rpistream.core.native import NATIVE  # noqa: E402
+
 CAMERA = camera("cam0", "h264", width=1280, height=720, fps=30, bitrate=2_000_000)
 CLIENT_READY_TIMEOUT = 30.0
 # Push times kept for matching against packets: 2 s at 30 fps, far more than
@@ -238,7 +240,7 @@ async def run(args) -> dict:
     result = {"mode": "quick" if args.quick else "full", "seconds_each": seconds,
               "camera": f"{CAMERA['width']}x{CAMERA['height']}@{CAMERA['fps']} h264",
               "loadavg_1min": round(os.getloadavg()[0], 2),
-              "extensions": os.environ.get("RPISTREAM_NO_EXTENSIONS") != "1"}
+              "extensions": NATIVE}
     async with serving(CAMERA) as server:
         result.update(await server_latency(server, args.viewers, seconds))
         deadline = time.monotonic() + 10

@@ -57,6 +57,9 @@
 #     installed too, to run rpistream's ring, RTP and FEC tests there.
 #   - A minbase debootstrap: no systemd running, no users but root, no
 #     locales, no raspi-config, no NetworkManager.
+#   - arm64: Debian's python3 packages are not byte-compiled when installed
+#     (py3compile is diverted to a no-op): under qemu that is most of apt's
+#     time. Python compiles each module when it first imports it.
 set -eu
 # All of it in one function, read whole before it runs: editing this file
 # while a build runs cannot change what that build does.
@@ -208,6 +211,18 @@ cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 } > "$ROOT/etc/apt/sources.list"
 in_root apt-get update -qq > "$WORK/apt.log" 2>&1 \
     || { cat "$WORK/apt.log" >&2; fail "apt-get update in the root"; }
+# A throwaway root: dpkg need not fsync every file it unpacks.
+echo force-unsafe-io > "$ROOT/etc/dpkg/dpkg.cfg.d/rpistream-unsafe-io"
+if [ "$ARCH" = arm64 ]; then
+    # Under qemu, byte-compiling what each python3 package installs is most of
+    # apt's time (numpy alone takes minutes): py3compile is a no-op here, and
+    # Python compiles what it imports when it first imports it.
+    in_root dpkg-divert --local --rename --add /usr/bin/py3compile > /dev/null \
+        || fail "dpkg-divert py3compile"
+    printf '#!/bin/sh\n# rpistream pi-root: no byte-compiling under qemu\nexit 0\n' \
+        > "$ROOT/usr/bin/py3compile"
+    chmod 755 "$ROOT/usr/bin/py3compile"
+fi
 PACKAGES="$CAMERA_PACKAGES $BUILD_PACKAGES"
 [ "$SUITE" = bookworm ] || PACKAGES="$PACKAGES python3-libcamera"
 [ "$ARCH" = amd64 ] || PACKAGES="$PACKAGES $TEST_PACKAGES"
@@ -254,8 +269,8 @@ if [ "$SUITE" = bookworm ]; then
     mkdir "$ROOT$DIST/libcamera"
     cp tests/pi-root/libcamera/__init__.py "$ROOT$DIST/libcamera/"
 fi
-# Byte code, as python3 packages' postinst compile it.
-in_root python3 -m compileall -q "$DIST/picamera2" "$DIST/pidng" "$DIST/simplejpeg" \
+# Byte code, as python3 packages' postinst compile it (not under qemu, above).
+[ "$ARCH" = arm64 ] || in_root python3 -m compileall -q "$DIST/picamera2" "$DIST/pidng" "$DIST/simplejpeg" \
     "$DIST/videodev2" "$DIST/v4l2.py" "$DIST/pykms" > /dev/null 2>&1 || true
 
 # --- it works as the OS's picamera2 does ------------------------------------------------

@@ -1,26 +1,31 @@
 #!/bin/sh
 # Prove the package on a Raspberry Pi OS-like root (scripts/pi-root.sh):
 #
-#   scripts/prove-pi.sh SUITE ARCH      SUITE bookworm|trixie, ARCH amd64|arm64
+#   scripts/prove-pi.sh SUITE ARCH [build]   SUITE bookworm|trixie, ARCH amd64|arm64
 #
-#  1. a fresh copy of the cached root, with the system-wide picamera2 stack;
-#  2. rpistream's .deb built THERE, with its own packaging: the checkout's
-#     tracked files, apt-get build-dep, dpkg-buildpackage (pip reaches PyPI);
-#  3. apt installs it; rpistream's environment imports picamera2, simplejpeg
-#     and numpy, numpy being the system's;
-#  4. `rpistream check` says picamera2 works but finds no camera;
-#  5. tests/picamera2_probe.py: picamera2's real LibavH264Encoder feeding
+#  1. rpistream's .deb built in a fresh copy of the cached root, with its own
+#     packaging: the checkout's tracked files, apt-get build-dep,
+#     dpkg-buildpackage (pip reaches PyPI). The .deb is cached under
+#     /var/cache/rpistream-roots/deb-SUITE-ARCH-KEY/, KEY a hash of the root
+#     and of every tracked file: a later run with the same KEY installs it
+#     without building. With `build`, the script stops here (scripts/test.sh
+#     builds the arm64 package beside the amd64 work this way);
+#  2. apt installs it in another fresh copy of the root (no build
+#     dependencies there); rpistream's environment imports picamera2,
+#     simplejpeg and numpy, numpy being the system's;
+#  3. `rpistream check` says picamera2 works but finds no camera;
+#  4. tests/picamera2_probe.py: picamera2's real LibavH264Encoder feeding
 #     rpistream's ring, only the camera faked, under the installed Python;
-#  6. the unit's ExecStart as the rpistream user in a network namespace with
+#  5. the unit's ExecStart as the rpistream user in a network namespace with
 #     only loopback serves the test pattern, and tests/package_probe.py (this
 #     machine's .venv) decodes frames;
-#  7. arm64 only: tests/test_ring.py, test_rtp.py and test_fec.py, [c] and
+#  6. arm64 only: tests/test_ring.py, test_rtp.py and test_fec.py, [c] and
 #     [py], under the installed arm64 build, inside the root.
 #
 # Needs root, scripts/setup.sh --test, and for arm64 qemu-user-static. The
-# root copy, its mounts and the namespace are removed on exit (RPISTREAM_KEEP=1
-# keeps the directory). apt's and pip's downloads are cached under
-# /var/cache/rpistream-roots/ between runs.
+# root copies, their mounts and the namespace are removed on exit
+# (RPISTREAM_KEEP=1 keeps the directory). apt's and pip's downloads are cached
+# under /var/cache/rpistream-roots/ between runs.
 set -eu
 # All of it in one function, read whole before it runs: editing this file
 # while a build runs cannot change what that build does.
@@ -29,6 +34,7 @@ cd "$(dirname "$0")/.."
 CHECKOUT=$(pwd)
 SUITE=${1:-}
 ARCH=${2:-}
+MODE=${3:-prove}
 PYTHON="$CHECKOUT/.venv/bin/python"
 PORT=8080  # the conffile's default
 SERVER_TIMEOUT=10  # seconds for the server to exit after SIGTERM
@@ -38,8 +44,9 @@ VENV=/usr/lib/rpistream
 say() { printf '\nprove-pi %s %s: %s\n' "$SUITE" "$ARCH" "$*"; }
 fail() { printf 'prove-pi %s %s: FAILED: %s\n' "$SUITE" "$ARCH" "$*" >&2; exit 1; }
 
-case "$SUITE/$ARCH" in bookworm/amd64|bookworm/arm64|trixie/amd64|trixie/arm64) ;;
-    *) fail "usage: $0 bookworm|trixie amd64|arm64" ;; esac
+case "$SUITE/$ARCH/$MODE" in bookworm/amd64/*|bookworm/arm64/*|trixie/amd64/*|trixie/arm64/*) ;;
+    *) fail "usage: $0 bookworm|trixie amd64|arm64 [build]" ;; esac
+case "$MODE" in build|prove) ;; *) fail "usage: $0 bookworm|trixie amd64|arm64 [build]" ;; esac
 [ "$(id -u)" -eq 0 ] || fail "run as root: chroot, mount and ip netns need it"
 
 # Under qemu everything runs some 5-20 times slower: the server gets longer to
@@ -56,17 +63,21 @@ elapsed() { echo "$(( $(date +%s) - STARTED )) s"; }
 TARBALL=$(./scripts/pi-root.sh "$SUITE" "$ARCH") || fail "scripts/pi-root.sh $SUITE $ARCH"
 
 WORK=$(mktemp -d /var/tmp/rpistream-pi.XXXXXX)
-ROOT="$WORK/root"
+ROOT=""
 NETNS="rpistream-pi-$$"
 SERVER_PID=""
 MOUNTS="var/cache/apt/archives var/cache/rpistream-pip proc dev/pts"
+unmount_root() {
+    [ -n "$ROOT" ] || return 0
+    for mount in $MOUNTS; do
+        ! mountpoint -q "$ROOT/$mount" 2>/dev/null || umount -l "$ROOT/$mount"
+    done
+}
 cleanup() {
     status=$?
     [ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true
     ip netns delete "$NETNS" 2>/dev/null || true
-    for mount in $MOUNTS; do
-        ! mountpoint -q "$ROOT/$mount" 2>/dev/null || umount -l "$ROOT/$mount"
-    done
+    unmount_root
     if [ "${RPISTREAM_KEEP:-}" = 1 ]; then
         echo "prove-pi: kept $WORK"
     else
@@ -77,40 +88,70 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# --- 1: a fresh root --------------------------------------------------------------------
-mkdir "$ROOT"
-tar -xf "$TARBALL" -C "$ROOT" || fail "unpacking $TARBALL"
-mkdir -p "$CACHE/apt-$SUITE-$ARCH/partial" "$CACHE/pip-$SUITE-$ARCH" "$ROOT/var/cache/rpistream-pip"
-mount -t proc proc "$ROOT/proc"
-mount --bind /dev/pts "$ROOT/dev/pts"
-mount --bind "$CACHE/apt-$SUITE-$ARCH" "$ROOT/var/cache/apt/archives"
-mount --bind "$CACHE/pip-$SUITE-$ARCH" "$ROOT/var/cache/rpistream-pip"
-cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-# pip in the root trusts what this machine's pip trusts.
-cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/rpistream-host-ca.crt"
+fresh_root() {  # a new copy of the cached root in $WORK/$1, as $ROOT
+    unmount_root
+    ROOT="$WORK/$1"
+    mkdir "$ROOT"
+    tar -xf "$TARBALL" -C "$ROOT" || fail "unpacking $TARBALL"
+    mkdir -p "$CACHE/apt-$SUITE-$ARCH/partial" "$CACHE/pip-$SUITE-$ARCH" "$ROOT/var/cache/rpistream-pip"
+    mount -t proc proc "$ROOT/proc"
+    mount --bind /dev/pts "$ROOT/dev/pts"
+    mount --bind "$CACHE/apt-$SUITE-$ARCH" "$ROOT/var/cache/apt/archives"
+    mount --bind "$CACHE/pip-$SUITE-$ARCH" "$ROOT/var/cache/rpistream-pip"
+    cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+    # pip in the root trusts what this machine's pip trusts.
+    cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/rpistream-host-ca.crt"
+    in_root apt-get update -qq > "$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log"; fail "apt-get update"; }
+}
 in_root() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
                 DEBIAN_FRONTEND=noninteractive HOME=/root \
                 PIP_CERT=/etc/ssl/certs/rpistream-host-ca.crt PIP_DEFAULT_TIMEOUT=180 \
                 PIP_CACHE_DIR=/var/cache/rpistream-pip PIP_DISABLE_PIP_VERSION_CHECK=1 "$@"; }
 
-# --- 2: build with rpistream's packaging ------------------------------------------------
-mkdir -p "$ROOT/build/rpistream"
-git ls-files -z | xargs -0 tar -c | tar -x -C "$ROOT/build/rpistream"
-in_root apt-get update -qq > "$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log"; fail "apt-get update"; }
-say "apt-get build-dep (Build-Depends of debian/control)"
-in_root apt-get build-dep -y -qq --no-install-recommends /build/rpistream \
-    > "$WORK/build-dep.log" 2>&1 || { tail -n 30 "$WORK/build-dep.log"; fail "apt-get build-dep"; }
-say "dpkg-buildpackage in the root (at $(elapsed))"
-# Under qemu, xz-compressing the package takes minutes: gzip there (only the
-# .deb's compression differs; amd64 builds keep dpkg's default).
-COMPRESSOR=""
-[ -z "$SLOW" ] || COMPRESSOR="DPKG_DEB_COMPRESSOR_TYPE=gzip"
-in_root sh -c "cd /build/rpistream && $COMPRESSOR dpkg-buildpackage -us -uc -b" > "$WORK/build.log" 2>&1 \
-    || { tail -n 60 "$WORK/build.log"; fail "dpkg-buildpackage in the root"; }
-DEB=$(cd "$ROOT/build" && ls rpistream_*_"$ARCH".deb) || fail "no rpistream_*_$ARCH.deb built"
-say "built $DEB (at $(elapsed)); Depends: $(dpkg-deb -f "$ROOT/build/$DEB" Depends)"
+# --- 1: the package, built with rpistream's packaging (or cached) -------------------------
+DEB_KEY=$( { basename "$TARBALL"; git ls-files -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)
+DEBS="$CACHE/deb-$SUITE-$ARCH-$DEB_KEY"
+# One builder per SUITE-ARCH at a time: a second run waits, then takes its .deb.
+exec 8>"$CACHE/deb-$SUITE-$ARCH.lock"
+flock -w 5400 8 || fail "another build of the $SUITE $ARCH package held the lock for 90 min"
+if [ -d "$DEBS" ]; then
+    say "built before from the same files: $DEBS"
+else
+    fresh_root build
+    mkdir -p "$ROOT/build/rpistream"
+    git ls-files -z | xargs -0 tar -c | tar -x -C "$ROOT/build/rpistream"
+    say "apt-get build-dep (Build-Depends of debian/control)"
+    in_root apt-get build-dep -y -qq --no-install-recommends /build/rpistream \
+        > "$WORK/build-dep.log" 2>&1 || { tail -n 30 "$WORK/build-dep.log"; fail "apt-get build-dep"; }
+    say "dpkg-buildpackage in the root (at $(elapsed))"
+    # Under qemu, xz-compressing the package takes minutes: gzip there (only the
+    # .deb's compression differs; amd64 builds keep dpkg's default).
+    COMPRESSOR=""
+    [ -z "$SLOW" ] || COMPRESSOR="DPKG_DEB_COMPRESSOR_TYPE=gzip"
+    in_root sh -c "cd /build/rpistream && $COMPRESSOR dpkg-buildpackage -us -uc -b" > "$WORK/build.log" 2>&1 \
+        || { tail -n 60 "$WORK/build.log"; fail "dpkg-buildpackage in the root"; }
+    mkdir "$WORK/debs"
+    cp "$ROOT"/build/rpistream_*_"$ARCH".deb "$WORK/debs/" || fail "no rpistream_*_$ARCH.deb built"
+    mv "$WORK/debs" "$DEBS"
+    for old in "$CACHE/deb-$SUITE-$ARCH"-*; do
+        [ "$old" = "$DEBS" ] || [ ! -d "$old" ] || rm -rf "$old"
+    done
+    say "built (at $(elapsed))"
+fi
+DEB=$(cd "$DEBS" && ls rpistream_*_"$ARCH".deb)
+say "$DEB; Depends: $(dpkg-deb -f "$DEBS/$DEB" Depends)"
+exec 8>&-
+if [ "$MODE" = build ]; then
+    say "package built or cached in $(elapsed)"
+    exit 0
+fi
 
-# --- 3: install with apt; the environment sees the system's camera stack ------------------
+# --- 2: install with apt; the environment sees the system's camera stack ------------------
+fresh_root install
+mkdir -p "$ROOT/build"
+cp "$DEBS/$DEB" "$ROOT/build/"
+# The checkout's tests/ (for the probes and the arm64 tests), not its rpistream/.
+git ls-files -z tests pyproject.toml | xargs -0 tar -c | tar -x -C "$ROOT/build"
 say "apt-get install ./$DEB"
 in_root apt-get install -y --no-install-recommends "/build/$DEB" > "$WORK/install.log" 2>&1 \
     || { cat "$WORK/install.log"; fail "apt install"; }
@@ -134,7 +175,7 @@ jpeg = simplejpeg.encode_jpeg(numpy.zeros((16, 16, 3), dtype=numpy.uint8))
 assert simplejpeg.decode_jpeg(jpeg).shape == (16, 16, 3)
 ' || fail "picamera2, simplejpeg or numpy do not import (or not from the system) in $VENV"
 
-# --- 4: rpistream check -----------------------------------------------------------------
+# --- 3: rpistream check -----------------------------------------------------------------
 CONFIG="$ROOT/etc/rpistream/config.toml"
 sed -i 's|^#ice_hosts = .*|ice_hosts = ["127.0.0.1"]  # edited by prove-pi|' "$CONFIG"
 grep -q '^ice_hosts = \["127.0.0.1"\]' "$CONFIG" || fail "could not edit $CONFIG"
@@ -151,17 +192,17 @@ cat "$WORK/check.log"
 grep -i 'picamera2' "$WORK/check.log" | grep -q 'finds no camera' \
     || fail "rpistream check does not report picamera2 usable with no camera (above)"
 
-# --- 5: picamera2's real encoder into rpistream's ring -----------------------------------
+# --- 4: picamera2's real encoder into rpistream's ring -----------------------------------
 if [ -f tests/picamera2_probe.py ]; then
     say "tests/picamera2_probe.py $PICAMERA2_PROBE_OPTS (at $(elapsed))"
     # shellcheck disable=SC2086
-    in_root runuser -u rpistream -- "$VENV/bin/python" /build/rpistream/tests/picamera2_probe.py \
+    in_root runuser -u rpistream -- "$VENV/bin/python" /build/tests/picamera2_probe.py \
         $PICAMERA2_PROBE_OPTS || fail "tests/picamera2_probe.py (above)"
 else
     say "no tests/picamera2_probe.py in this checkout: skipped"
 fi
 
-# --- 6: the service serves; a WHEP client decodes -------------------------------------------
+# --- 5: the service serves; a WHEP client decodes -------------------------------------------
 ip netns add "$NETNS"
 in_netns() { nsenter --net="/run/netns/$NETNS" "$@"; }
 in_netns ip link set lo up
@@ -196,25 +237,22 @@ grep -q 'Traceback' "$WORK/serve.log" && { cat "$WORK/serve.log"; fail "a traceb
 grep -i 'test pattern' "$WORK/serve.log" | head -n 3
 echo "prove-pi: served, watched, stopped cleanly on SIGTERM"
 
-# --- 7: arm64: the hot paths' tests on the installed arm64 build -------------------------
+# --- 6: arm64: the hot paths' tests on the installed arm64 build -------------------------
 if [ "$ARCH" = arm64 ]; then
-    # tests/ without the checkout's rpistream/ beside it, so `import rpistream`
-    # is the installed package with its arm64 extensions; pyproject.toml for
-    # pytest's settings. Debian's pytest and hypothesis (in the root) are seen
-    # through the environment's system site-packages.
-    mkdir -p "$ROOT/build/tests-only"
-    cp -r "$ROOT/build/rpistream/tests" "$ROOT/build/rpistream/pyproject.toml" "$ROOT/build/tests-only/"
-    # The pure-Python twin's million-record two-thread stress outlasts pytest's
-    # 300 s timeout under qemu (its ordering is the GIL's, the same on any
-    # CPU); the compiled ring's stress, which weak ordering could break, runs.
-    STRESS=tests/test_ring.py::test_two_thread_stress
-    DESELECT="--deselect '$STRESS[py-retry-when-full]' --deselect '$STRESS[py-drop-when-full]'"
-    say "pytest tests/test_ring.py tests/test_rtp.py tests/test_fec.py in the root, less the Python ring's stress (at $(elapsed))"
+    # /build holds the checkout's tests/ and pyproject.toml (pytest's
+    # settings) but not its rpistream/, so `import rpistream` is the installed
+    # package with its arm64 extensions. Debian's pytest and hypothesis (in
+    # the root) are seen through the environment's system site-packages.
+    # Under emulation the two-thread stress pushes a tenth of its million
+    # records and the property tests draw a fifth of their examples: the same
+    # checks, all of them, [c] and [py], on a smaller sample.
+    say "pytest tests/test_ring.py tests/test_rtp.py tests/test_fec.py in the root (at $(elapsed))"
     # Bounded: a test that times out may leave a thread that keeps pytest
-    # from exiting (seen with the Python ring's stress under qemu).
+    # from exiting.
     timeout 2700 chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root \
-        sh -c "cd /build/tests-only && $VENV/bin/python -c 'import rpistream._ring as r; print(\"prove-pi: testing\", r.__file__)' \
-        && exec $VENV/bin/python -m pytest -p no:cacheprovider -q $DESELECT tests/test_ring.py tests/test_rtp.py tests/test_fec.py" \
+        RPISTREAM_STRESS_RECORDS=100000 RPISTREAM_EXAMPLES_SCALE=0.2 \
+        sh -c "cd /build && $VENV/bin/python -c 'import rpistream.core._ring as r; print(\"prove-pi: testing\", r.__file__)' \
+        && exec $VENV/bin/python -m pytest -p no:cacheprovider -q --durations=10 tests/test_ring.py tests/test_rtp.py tests/test_fec.py" \
         || fail "the ring, packetizer and FEC tests on arm64 (above)"
 fi
 say "all proven in $(elapsed): build, install, camera stack, check, picamera2 probe, serve$([ "$ARCH" = arm64 ] && echo ', arm64 tests')"

@@ -1,5 +1,6 @@
 import importlib
 import importlib.machinery
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,15 @@ import pytest
 from rpistream.core.native import NATIVE
 
 NO_EXTENSIONS = not NATIVE
+# Property tests draw fewer examples under emulation (scripts/prove-pi.sh sets
+# RPISTREAM_EXAMPLES_SCALE for arm64 under qemu): the same properties, checked
+# on a smaller sample, in a time the test command can afford.
+EXAMPLES_SCALE = float(os.environ.get("RPISTREAM_EXAMPLES_SCALE", "1"))
+
+
+def examples(count: int) -> int:
+    """Hypothesis's max_examples for a test that draws `count` natively."""
+    return max(10, round(count * EXAMPLES_SCALE))
 # Hypothesis draws integers of thousands of digits for the config fuzzing and
 # prints them when it reports an example; Python's guard against slow int→str
 # conversions would turn that report into a crash.

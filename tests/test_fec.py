@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 
 import fec_decoder
 import media
-from conftest import NO_EXTENSIONS, load_twin
+from conftest import NO_EXTENSIONS, examples, load_twin
 
 from rpistream.core import fec_format
 
-PROPERTY = settings(max_examples=60, deadline=None,
+PROPERTY = settings(max_examples=examples(60), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 RED_PT, ULPFEC_PT, FLEXFEC_PT = 120, 121, 122
 MID_ID, ABS_SEND_TIME_ID, OTHER_ID = 1, 3, 5

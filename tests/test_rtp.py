@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 
 import media
-from conftest import NO_EXTENSIONS, load_twin
+from conftest import NO_EXTENSIONS, examples, load_twin
 
 from rpistream.core import rtp_format
 
@@ -27,7 +27,7 @@ FOUR_BYTE_START = b"\x00\x00\x00\x01"
 FU_A, STAP_A = 28, 24
 
 # Hypothesis: 60 examples per property, frames up to 1 MB.
-PROPERTY = settings(max_examples=60, deadline=None,
+PROPERTY = settings(max_examples=examples(60), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
