@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import fec_decoder
 import media
-from conftest import NO_EXTENSIONS, examples, load_twin
+from conftest import NO_EXTENSIONS, compiled_to_compare, examples, load_twin
 
 from rpistream.core import fec_format
 
@@ -43,7 +43,8 @@ def impl(request):
 
 @pytest.fixture(scope="module")
 def both():
-    return (load_twin("_fec", "c"), load_twin("_rtp", "c")), (
+    """(compiled, twin) pairs: compared whenever the compiled modules are built."""
+    return (compiled_to_compare("_fec"), compiled_to_compare("_rtp")), (
         load_twin("_fec", "py"), load_twin("_rtp", "py"))
 
 

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from rpistream.web.auth import AccessToken
 from serving import base_url, camera, serving
+from waiting import until
 from whep_client import MAX_CODES, WhepViewer
 
 pytestmark = [
@@ -119,7 +120,7 @@ class Running:
     def close(self):
         try:
             assert self.call(self.viewer.hang_up(self.http)) == 200
-            self.call(_until(lambda: self.server.sessions.count() == 0, 5))
+            self.call(until(lambda: self.server.sessions.count() == 0, "no sessions left"))
         finally:
             self.call(self.stack.aclose())
             self.call(_cancel_the_rest())
@@ -144,7 +145,7 @@ class Running:
             assert time.monotonic() < deadline, "the viewer stopped receiving frames"
             time.sleep(0.05)
         assert viewer.codes[-1][0] > last, "the viewer's frame numbers do not advance"
-        self.call(_until(lambda: self.server.sessions.count() == 1, 5))
+        self.call(until(lambda: self.server.sessions.count() == 1, "one session"))
 
 
 async def _cancel_the_rest() -> None:
@@ -157,13 +158,6 @@ async def _cancel_the_rest() -> None:
 
 async def _count(server) -> int:
     return server.sessions.count()
-
-
-async def _until(condition, timeout):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def _aiortc_offer() -> str:
@@ -382,7 +376,8 @@ def test_malformed_http_is_answered_400_and_logged_in_one_line(healthy, caplog, 
         connection.sendall(request_bytes)
         status_line = connection.makefile("rb").readline()
     assert status_line.split()[1] == b"400", status_line
-    healthy.call(_until(lambda: any(r.name == "aiohttp.server" for r in caplog.records), 5))
+    healthy.call(until(lambda: any(r.name == "aiohttp.server" for r in caplog.records),
+                       "aiohttp's log line"))
     (record,) = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert record.levelno == logging.WARNING and record.exc_info is None
     assert record.getMessage().startswith("malformed HTTP request from 127.0.0.1, answered 400: ")

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 
 import media
-from conftest import NO_EXTENSIONS, examples, load_twin
+from conftest import NO_EXTENSIONS, compiled_to_compare, examples, load_twin
 
 from rpistream.core import rtp_format
 
@@ -42,7 +42,8 @@ def rtp(request):
 
 @pytest.fixture(scope="module")
 def both():
-    return load("c"), load("py")
+    """(compiled, twin): compared whenever the compiled module is built."""
+    return compiled_to_compare("_rtp"), load("py")
 
 
 # --- helpers: an independent view of the packets, through aiortc ---------------

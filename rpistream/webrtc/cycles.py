@@ -4,15 +4,15 @@ aiortc's RTCPeerConnection, its transceivers, transports and event-emitter
 callbacks refer to one another, so a closed peer is freed by CPython's cycle
 collector, not by reference counting. Left to the collector's own schedule, a
 full collection runs only once the objects that survived into the oldest
-generation have grown by a quarter, so closed peers pile up for minutes: with
-10 viewers and one reconnecting every 3 s, gc-tracked objects swung between
-88k and 102k on a 4-minute cycle (bench/soak.py's CSV), and the heap grew to
-hold the pile, which fragmentation then kept as RSS.
+generation have grown by a quarter, so closed peers pile up for minutes (the
+gc-tracked objects in bench/soak.py's CSV swing on a cycle of minutes
+without this), and the heap grows to hold the pile, which fragmentation then
+keeps as RSS (README: Memory over an hour).
 
 `CycleCollector.soon()` is called when a session closes; one full collection
 follows, `DELAY` seconds later, for every burst of closes. `freeze_startup()`
-moves what start-up created (imported modules, the app, the cameras: ~80k
-objects, alive until exit) out of the collector's reach (gc.freeze), so that
+moves what start-up created (imported modules, the app, the cameras: most
+of the interpreter's objects, alive until exit) out of the collector's reach (gc.freeze), so that
 collection costs what the live sessions hold, not the whole interpreter.
 """
 
