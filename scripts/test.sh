@@ -18,9 +18,10 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 ARM64_LOG=$(mktemp /tmp/rpistream-arm64-build.XXXXXX)
-$SUDO nice -n 19 ionice -c 3 ./scripts/prove-pi.sh trixie arm64 build > "$ARM64_LOG" 2>&1 &
+# In a process group of its own, so that a failure here stops all of it.
+$SUDO setsid nice -n 19 ionice -c 3 ./scripts/prove-pi.sh trixie arm64 build > "$ARM64_LOG" 2>&1 &
 ARM64_BUILD=$!
-trap 'kill "$ARM64_BUILD" 2>/dev/null || true' EXIT
+trap '$SUDO kill -TERM -- "-$ARM64_BUILD" 2>/dev/null || true' EXIT
 
 .venv/bin/python -m pytest "$@"
 $SUDO ./scripts/prove-package.sh
