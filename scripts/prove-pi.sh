@@ -102,6 +102,10 @@ fresh_root() {  # a new copy of the cached root in $WORK/$1, as $ROOT
     # pip in the root trusts what this machine's pip trusts.
     cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/rpistream-host-ca.crt"
     in_root apt-get update -qq > "$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log"; fail "apt-get update"; }
+    # man-db (debhelper brings it) re-indexes every manual page after each
+    # install: minutes under qemu, of no use in a throwaway root.
+    echo "man-db man-db/auto-update boolean false" | in_root debconf-set-selections \
+        || fail "debconf-set-selections"
 }
 in_root() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
                 DEBIAN_FRONTEND=noninteractive HOME=/root \
