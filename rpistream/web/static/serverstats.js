@@ -1,7 +1,8 @@
 // The server stats panel (the header's "Server stats" button): live line
 // charts of the server's memory, viewers and total bitrate, polled from
 // GET /api/stats, and of the latency this page's own players read from the
-// test pattern's block codes. Plain <canvas>, no libraries.
+// test pattern's block codes; a line per camera with its health and
+// counters. Plain <canvas>, no libraries.
 //
 // window.rpistream.serverStats = {shown, polls, last, error, history} is there
 // for tests: `last` is the latest /api/stats document.
@@ -81,6 +82,8 @@ function render() {
   if (!panel || panel.hidden) return;
   panel.querySelector(".summary").textContent = state.error ?? summary(state.last);
   panel.querySelector(".summary").classList.toggle("error", !!state.error);
+  panel.querySelector(".cameras").replaceChildren(...Object.entries(state.last?.cameras ?? {})
+    .map(([name, camera]) => cameraLine(name, camera)));
   const rss = rssSeries();
   draw("rss", [{ label: "RSS", points: rss.points }], rss.span);
   draw("viewers", [{ label: "viewers", points: state.history.viewers }], WINDOW_S);
@@ -110,6 +113,20 @@ function summary(stats) {
   const dropped = Object.entries(stats.disconnects ?? {}).map(([why, n]) => `${why} ${n}`);
   if (dropped.length) parts.push(`disconnects: ${dropped.join(", ")}`);
   return parts.join(" · ");
+}
+
+// "cam0: restarting (no frame for 3.2 s) · 1.20 Mbit/s · 2 viewers · restarts 3 · stalls 1"
+function cameraLine(name, camera) {
+  const line = document.createElement("li");
+  const health = camera.health;
+  const reason = health ? health.reason : camera.error;
+  line.dataset.state = health?.state ?? (camera.error ? "failed" : "live");
+  const parts = [`${name}: ${line.dataset.state}${reason ? ` (${reason})` : ""}`];
+  if (camera.bitrate_bps != null) parts.push(`${(camera.bitrate_bps / 1e6).toFixed(2)} Mbit/s`);
+  if (camera.viewers != null) parts.push(`${camera.viewers} viewers`);
+  if (health) parts.push(`restarts ${health.restarts ?? 0}`, `stalls ${health.stalls ?? 0}`);
+  line.textContent = parts.join(" · ");
+  return line;
 }
 
 function duration(seconds) {

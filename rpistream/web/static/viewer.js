@@ -1,10 +1,16 @@
 // The viewer page: one WHEP player per camera, with reconnection, a stats
 // overlay and, for the test pattern, live latency read from the picture.
 //
-// window.rpistream.players[<camera>] = {state, error, connects, frames, stats}
-// is there for tests and the curious: `frames` holds the last FRAMES_KEPT
-// block codes read from presented frames,
-// {frame, captureMs, presentedMs, presentedFrames}.
+// window.rpistream.players[<camera>] = {state, error, connects, frames, stats,
+// health} is there for tests and the curious: `frames` holds the last
+// FRAMES_KEPT block codes read from presented frames,
+// {frame, captureMs, presentedMs, presentedFrames}; `health` is the camera's
+// last health seen in /api/cameras ({state: "live" | "stalled" | "restarting"
+// | "failed", reason, since, next_retry, restarts, stalls, ...}; null when the
+// server gives none), polled for all players at once every HEALTH_POLL_MS
+// while the page is visible. A camera that is not live is shown across its
+// picture; the player keeps its connection meanwhile: the server holds it
+// open across a camera restart, and the video comes back by itself.
 //
 // /?camera=a&camera=b shows only those cameras (a name the server does not
 // know gets a player too, which shows the server's refusal); a name given
@@ -27,6 +33,10 @@ const STATS_INTERVAL_MS = 1_000;
 // Stats polls without a decoded frame, connection up, before the player says
 // the camera sends nothing (a failing camera does not end the connection).
 const STALL_POLLS = 3;
+// /api/cameras, for the cameras' health: one request for all the players,
+// the next one this long after the last answer.
+const HEALTH_POLL_MS = 2_000;
+const HEALTH_TIMEOUT_MS = 10_000;
 // Answers another try cannot change: bad offer, unknown camera, wrong type.
 const PERMANENT_STATUS = new Set([400, 401, 404, 415]);
 
@@ -37,13 +47,25 @@ window.rpistream = { players };
 // server names some in a Link header, as WHIP (RFC 9725) does for WHEP too.
 let iceServers = [];
 
+// The server's clock minus this page's, in seconds, from the Date header of
+// /api/cameras (whole seconds, hence ignored under 2 s): health times are the
+// server's, and a Pi without a network time source may be far off.
+let serverClockOffset = 0;
+
+function readServerClock(response) {
+  const date = Date.parse(response.headers.get("Date"));
+  if (Number.isNaN(date)) return;
+  const offset = (date + 500 - Date.now()) / 1000;
+  serverClockOffset = Math.abs(offset) >= 2 ? offset : 0;
+}
+
 class Player {
   constructor(name, camera, label = name) {
     this.name = name;
     this.whep = new URL(camera?.whep ?? `/cameras/${encodeURIComponent(name)}/whep`,
       window.location.href).href;
     this.cameraError = camera?.error ?? null;
-    this.info = { state: "idle", error: null, connects: 0, frames: [], stats: {} };
+    this.info = { state: "idle", error: null, connects: 0, frames: [], stats: {}, health: null };
     players[label] = this.info;
 
     const template = document.getElementById("player");
@@ -52,6 +74,7 @@ class Player {
     this.message = this.element.querySelector(".message");
     this.overlay = this.element.querySelector(".stats");
     this.stateText = this.element.querySelector(".state");
+    this.healthText = this.element.querySelector(".health");
     this.element.querySelector(".name").textContent = label;
     // A test pattern in place of the Pi camera says so, and why, all the time.
     const fallback = this.element.querySelector(".fallback");
@@ -87,7 +110,11 @@ class Player {
     this.lastInbound = null;
     this.stalls = 0;
     this.watchFrames();
-    setInterval(() => this.pollStats(), STATS_INTERVAL_MS);
+    this.setHealth(camera?.health);
+    setInterval(() => {
+      this.pollStats();
+      this.renderHealth(); // the retry countdown
+    }, STATS_INTERVAL_MS);
   }
 
   setState(state, text = null, isError = false) {
@@ -281,6 +308,30 @@ class Player {
     return latencies.length ? latencies[latencies.length >> 1] : null;
   }
 
+  // --- the camera's health -------------------------------------------------
+
+  // From /api/cameras: nothing shown while live (or from a server that does
+  // not say). Never a reason to hang up: the camera's restart keeps this
+  // connection, and the next keyframe after it brings the video back.
+  setHealth(health) {
+    this.info.health = health ?? null;
+    this.renderHealth();
+  }
+
+  renderHealth() {
+    const h = this.info.health;
+    this.healthText.hidden = !h || h.state === "live";
+    if (this.healthText.hidden) return;
+    const now = Date.now() / 1000 + serverClockOffset;
+    const since = h.since != null ? ` since ${timeOfDay(h.since - serverClockOffset)}` : "";
+    const retry = h.next_retry == null ? "" : ` — restarting ${
+      h.next_retry - now >= 0.5 ? `in ${Math.round(h.next_retry - now)} s` : "now"}`;
+    const restarts = h.restarts ? ` (${h.restarts} restart${h.restarts === 1 ? "" : "s"} so far)` : "";
+    this.healthText.dataset.state = h.state;
+    this.healthText.textContent =
+      `Camera ${h.state}${since}${h.reason ? `: ${h.reason}` : ""}${retry}${restarts}`;
+  }
+
   // --- stats ---------------------------------------------------------------
 
   async pollStats() {
@@ -328,7 +379,9 @@ class Player {
     let error = null;
     try {
       const cameras = await (await fetch("/api/cameras")).json();
-      error = cameras.find((c) => c.name === this.name)?.error;
+      const camera = cameras.find((c) => c.name === this.name);
+      error = camera?.error;
+      this.setHealth(camera?.health);
     } catch {
       // the server is unreachable: the connection will drop soon and say so
     }
@@ -356,6 +409,14 @@ class Player {
       `latency  ${show(s.latencyMs, 0, " ms")}`,
     ].join("\n");
   }
+}
+
+// "17:02:11", local time, with the date when it is not today.
+function timeOfDay(seconds) {
+  const date = new Date(seconds * 1000);
+  const time = date.toTimeString().slice(0, 8);
+  return date.toDateString() === new Date().toDateString()
+    ? time : `${date.toLocaleDateString()} ${time}`;
 }
 
 function hangUpSession(url) {
@@ -403,6 +464,7 @@ async function loadCameras(status) {
     try {
       const response = await fetch("/api/cameras");
       if (!response.ok) throw new Error(`${response.status} ${(await response.text()).trim()}`);
+      readServerClock(response);
       return await response.json();
     } catch (error) {
       status.textContent = `Cannot load the camera list (${error.message}); retrying…`;
@@ -410,6 +472,37 @@ async function loadCameras(status) {
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }
+}
+
+// Every player's camera health from one /api/cameras poll: the next request
+// HEALTH_POLL_MS after the last answer, so never two at once, and none while
+// the page is hidden (the first on showing it again).
+function watchHealth(all) {
+  let timer = null, inFlight = false;
+  const poll = async () => {
+    timer = null;
+    if (document.hidden || inFlight) return;
+    inFlight = true;
+    try {
+      const response = await fetch("/api/cameras",
+        { cache: "no-store", signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+      if (response.ok) {
+        readServerClock(response);
+        const cameras = await response.json();
+        for (const player of all) {
+          player.setHealth(cameras.find((c) => c.name === player.name)?.health);
+        }
+      }
+    } catch {
+      // the server is unreachable: the connections say so when they drop
+    }
+    inFlight = false;
+    if (!document.hidden) timer = setTimeout(poll, HEALTH_POLL_MS);
+  };
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && !timer && !inFlight) poll();
+  });
+  timer = setTimeout(poll, HEALTH_POLL_MS); // the camera list just gave the first
 }
 
 async function main() {
@@ -432,6 +525,7 @@ async function main() {
     container.append(player.element);
     player.connect();
   }
+  if (all.length) watchHealth(all);
   // Free the server's viewer slots at once rather than after ICE times out.
   window.addEventListener("pagehide", () => all.forEach((p) => p.hangUp()));
 }
