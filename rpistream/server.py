@@ -14,7 +14,7 @@ from rpistream.webrtc.cycles import freeze_startup
 from rpistream.monitor.memory import MemoryWatch
 from rpistream.monitor.systemd import SystemdNotifier
 from rpistream.sources import choose_default_camera
-from rpistream.stream.camera import Camera, CameraError
+from rpistream.stream.camera import Camera
 from rpistream.web.app import create_app
 from rpistream.web.malformed import log_malformed_requests_in_one_line
 from rpistream.web.ratelimit import OfferRateLimit
@@ -22,6 +22,10 @@ from rpistream.webrtc import aiortc_internals
 from rpistream.webrtc.sessions import SessionRegistry
 
 logger = logging.getLogger("rpistream")
+
+# The exit status when a camera stayed down past monitor.exit_after_camera_down:
+# not 1 (a config or start-up error), so the log and systemd tell them apart.
+EXIT_CAMERA_DOWN = 3
 
 
 class Server:
@@ -44,6 +48,10 @@ class Server:
                               memory=self.memory, debug_api=config.monitor.debug_api)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        # Set when the server must end on its own (a camera down too long):
+        # the reason, and what serve() waits on.
+        self.exit_reason: str | None = None
+        self.done = asyncio.Event()
 
     async def start(self) -> None:
         aiortc_internals.self_check()
@@ -55,9 +63,12 @@ class Server:
                     logger.warning("camera %s: a test pattern, because %s", camera_config.name,
                                    camera_config.fallback_reason)
                 camera = Camera(camera_config,
-                                keyframe_min_interval=self.config.limits.keyframe_min_interval)
+                                keyframe_min_interval=self.config.limits.keyframe_min_interval,
+                                give_up_after=self.config.monitor.exit_after_camera_down,
+                                give_up=self._give_up)
                 self.cameras[camera.name] = camera
-                await camera.start()
+            # Side by side: each waits for its first frame (or fails and retries).
+            await asyncio.gather(*(camera.start() for camera in self.cameras.values()))
             log_malformed_requests_in_one_line()
             self._runner = web.AppRunner(self.app, access_log=None)
             await self._runner.setup()
@@ -74,11 +85,16 @@ class Server:
         self.notifier.stopping()
         self.memory.stop()
         await self.sessions.close_all("server shutting down")
-        for camera in self.cameras.values():
-            camera.stop()
+        await asyncio.gather(*(camera.stop() for camera in self.cameras.values()))
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def _give_up(self, reason: str) -> None:
+        logger.error("%s: exiting (status %d) so that a new process starts it "
+                     "(monitor.exit_after_camera_down)", reason, EXIT_CAMERA_DOWN)
+        self.exit_reason = reason
+        self.done.set()
 
     def status(self) -> str:
         """One line for `systemctl status`."""
@@ -98,12 +114,12 @@ class Server:
             for name in self.cameras]
 
 
-async def serve(config) -> None:
+async def serve(config) -> int:
+    """Serve until SIGTERM or SIGINT (0) or a camera down too long (EXIT_CAMERA_DOWN)."""
     server = Server(config)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, server.done.set)
     await server.start()
     freeze_startup()
     print("rpistream is serving; open the viewer at " + "\n".join(server.urls()), flush=True)
@@ -111,17 +127,17 @@ async def serve(config) -> None:
         print(f"WARNING: no access token is set (server.token in the config): anyone who "
               f"can reach port {server.port} can watch every camera", flush=True)
     try:
-        await stop.wait()
+        await server.done.wait()
     finally:
         logger.info("shutting down")
         await server.stop()
+    return 0 if server.exit_reason is None else EXIT_CAMERA_DOWN
 
 
 def run(config) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
     try:
-        asyncio.run(serve(config))
-    except (CameraError, OSError, aiortc_internals.AiortcMismatch) as exc:
+        return asyncio.run(serve(config))
+    except (OSError, aiortc_internals.AiortcMismatch) as exc:
         logger.error("%s", exc)
         return 1
-    return 0

@@ -72,5 +72,6 @@ def standin(monkeypatch):
     import picamera2.picamera2 as camera_module
     monkeypatch.setattr(camera_module, "STANDIN_CAMERAS", list(camera_module.STANDIN_CAMERAS))
     yield camera_module
+    camera_module.STANDIN_FAULTS.release_hang()  # a stop a test left hanging ends
     for name in [n for n in sys.modules if n.split(".")[0] in ("picamera2", "libcamera")]:
         del sys.modules[name]

@@ -13,6 +13,7 @@ import pytest
 from rpistream.web.auth import AccessToken
 from rpistream.web.ratelimit import OfferRateLimit, client_key
 from serving import base_url, camera, serving
+from waiting import until
 
 TOKEN = "correct-horse-battery-staple"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -154,7 +155,8 @@ async def test_healthz_answers_probes_without_details(server, http):
     assert status == 200 and text == '{"status": "ok"}'
     status, text, _ = await request(http, server, "GET", "/healthz", BEARER)
     assert status == 200 and '"viewers": 0' in text
-    server.cameras["cam0"].source.stop()
+    server.cameras["cam0"].source.stop()  # it restarts a second after this is seen
+    await until(lambda: not server.cameras["cam0"].health.live, "the stopped source to be seen")
     status, text, _ = await request(http, server, "GET", "/healthz")
     assert status == 503 and text == '{"status": "failing"}'  # no camera names, no errors
 

@@ -9,8 +9,10 @@ import time
 
 import pytest
 
+import faults
 from chromium import available, block_codes_since, chromium
 from serving import base_url, camera, serving
+from waiting import until
 
 pytestmark = [
     pytest.mark.skipif(not available(), reason="Debian's chromium is not installed "
@@ -161,13 +163,35 @@ async def test_errors_are_shown_and_a_full_server_is_retried(tmp_path):
         await wait_sessions(server, 0)
 
 
-async def test_a_camera_that_stops_sending_is_reported(tmp_path):
-    async with serving(camera("cam0", "h264")) as server, chromium(tmp_path) as browser:
+async def test_a_stalled_camera_is_shown_and_comes_back_without_reconnecting(tmp_path,
+                                                                           monkeypatch):
+    """The page says the camera stalled and is restarting; once it is live
+    again the same connection shows frames within a keyframe interval."""
+    keyframe_interval = 2.0
+    cam0 = camera("cam0", "h264", stall_timeout=1.0, keyframe_interval=keyframe_interval)
+    fault = faults.FrameFault()
+    async with serving(cam0) as server, chromium(tmp_path) as browser:
+        cam = server.cameras["cam0"]
+        faults.attach(monkeypatch, cam, fault)
         page = await open_viewer(browser, server)
         await wait_playing(page, "cam0")
-        server.cameras["cam0"].source.stop()  # the connection stays up; frames stop
-        await page.wait_for_function(f"{player('cam0')}.state === 'stalled'", timeout=8_000)
-        assert "No video for 3 s" in await page.text_content(".message")
+        fault.mode = "none"  # the source runs on; no frame comes
+        await page.wait_for_function(f"{player('cam0')}.health?.state === 'stalled' || "
+                                     f"{player('cam0')}.health?.state === 'restarting'",
+                                     timeout=8_000)
+        badge = page.locator(".health")
+        assert await badge.is_visible()
+        assert "no usable frame for" in await badge.text_content()
+        fault.mode = "ok"
+        await until(lambda: cam.health.live, "cam0 live again", timeout=10)
+        recovered = await page.evaluate("Date.now()")
+        await page.wait_for_function(
+            f"{player('cam0')}.frames.some(f => f.presentedMs >= {recovered})",
+            timeout=keyframe_interval * 1000)
+        await page.wait_for_function(f"{player('cam0')}.health?.state === 'live'", timeout=5_000)
+        assert not await badge.is_visible()
+        assert await page.evaluate(f"{player('cam0')}.connects") == 1
+        assert server.sessions.count() == 1
 
 
 async def test_a_test_pattern_in_place_of_the_pi_camera_says_why(tmp_path):

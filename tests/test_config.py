@@ -268,7 +268,7 @@ ERRORS = [
     ({"monitor": {"debug_api": "yes"}}, r'^monitor.debug_api = "yes": must be true or false$'),
     ({"monitor": {"debug": True}},
      r'^monitor.debug: unknown key \(did you mean "debug_api"\?\); allowed keys: '
-     r"sample_interval, warn_rss_mb, critical_rss_mb, leak_slope_mb_per_h, debug_api$"),
+     r"sample_interval, warn_rss_mb, critical_rss_mb, leak_slope_mb_per_h, exit_after_camera_down, debug_api$"),
 ]
 
 

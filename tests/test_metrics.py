@@ -138,8 +138,10 @@ async def test_metrics_and_stats_while_a_viewer_watches():
         assert abs(t - doc["time"]) < 60 and 30 < rss < 2048
         cam = doc["cameras"]["cam0"]
         assert set(cam) == {"frames", "keyframes", "bitrate_bps", "viewers", "ring", "fec",
-                            "error"}
+                            "error", "health"}
         assert cam["viewers"] == 1 and cam["error"] is None and cam["frames"] >= 30
+        assert cam["health"]["state"] == "live" and cam["health"]["reason"] is None
+        assert cam["health"]["restarts"] == cam["health"]["stalls"] == 0
         assert 100_000 < cam["bitrate_bps"] < 2_000_000  # the camera's 500 kbit/s
         assert cam["ring"]["capacity"] == 4 * 2**20 and cam["ring"]["dropped"] == 0
         (viewer,) = doc["viewers"]

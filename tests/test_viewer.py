@@ -187,7 +187,7 @@ def test_keyframe_requests_are_rate_limited_across_viewers(monkeypatch):
     clock = [50.0]
     monkeypatch.setattr(broadcaster_module.time, "monotonic", lambda: clock[0])
     source = KeyframeCounter()
-    broadcaster = Broadcaster("cam", ring=None, source=source, packetizer=None,
+    broadcaster = Broadcaster("cam", None, source.request_keyframe, None,
                               keyframe_min_interval=0.5)
     assert broadcaster.request_keyframe("PLI")
     assert not broadcaster.request_keyframe("PLI")
@@ -209,7 +209,7 @@ async def test_a_rate_limited_keyframe_request_is_put_off_not_dropped():
             pass
 
     source = KeyframeCounter()
-    broadcaster = Broadcaster("cam", ring=None, source=source, packetizer=None,
+    broadcaster = Broadcaster("cam", None, source.request_keyframe, None,
                               keyframe_min_interval=0.1)
     broadcaster._loop = asyncio.get_running_loop()
     broadcaster.viewers["v"] = Waiting()
@@ -239,7 +239,7 @@ def test_fec_sent_by_a_viewer_repairs_any_single_lost_packet(scheme):
     from fec_decoder import Receiver, seq_of, unwrap_red, zero_extensions
 
     params = ViewerParameters(**{**PARAMS.__dict__, **FEC_PARAMS[scheme]})
-    broadcaster = Broadcaster("cam", ring=None, source=KeyframeCounter(), packetizer=None,
+    broadcaster = Broadcaster("cam", None, KeyframeCounter().request_keyframe, None,
                               keyframe_min_interval=0.5, fec_rate=30, fec_max_frames=1)
     sockets = [Socket(), Socket()]
     viewers = [make_viewer(socket, params=params)[0] for socket in sockets]

@@ -5,6 +5,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 
 from serving import base_url, camera, serving
+from waiting import until
 
 SDP = {"Content-Type": "application/sdp"}
 
@@ -141,10 +142,12 @@ async def test_api_and_health(server, http):
     assert info["name"] == "cam0" and info["codec"] == "vp8" and info["whep"] == "/cameras/cam0/whep"
     async with http.get(f"{base_url(server)}/healthz") as response:
         assert response.status == 200 and (await response.json())["status"] == "ok"
-    server.cameras["cam0"].source.stop()
+    server.cameras["cam0"].source.stop()  # it restarts a second after this is seen
+    await until(lambda: not server.cameras["cam0"].health.live, "the stopped source to be seen")
     async with http.get(f"{base_url(server)}/healthz") as response:
         assert response.status == 503
-        assert "cam0" in (await response.json())["failing"]
+        assert (await response.json())["failing"] == {
+            "cam0": "failed: its source stopped by itself (end of a file played once)"}
 
 
 async def test_a_test_pattern_in_place_of_the_pi_camera_says_why(caplog):

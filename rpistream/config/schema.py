@@ -219,6 +219,15 @@ class CameraConfig(Section):
         Bool(),
         "Answer the viewers' NACKs with retransmissions (RTX where negotiated).",
         True)
+    # Bounds: under 0.5 s a busy Pi's scheduling pauses would count as stalls;
+    # beyond 10 minutes a dead camera would go unnoticed for too long.
+    stall_timeout: float | None = key(
+        Seconds(0.5, 600),
+        "Seconds without a usable frame after which the camera counts as "
+        "stalled and its source is restarted (viewers stay connected and resume "
+        "at the next keyframe).",
+        None, default_text="the largest of 2 s, 5 frame intervals and keyframe_interval",
+        example=5.0)
     options: Any = key(
         SourceOptions(),
         "Options of the camera's source, as a table (see below).",
@@ -353,6 +362,17 @@ class MonitorConfig(Section):
         "fast. 2 is twice what the soak benchmark allows a healthy server "
         "(bench/soak.py), and 48 MB a day: critical within a week.",
         2.0)
+    # Bounds: at least 10 s, so the restarts in the process (the first within a
+    # second, docs/DESIGN.md §4) get a chance first; at most a day.
+    exit_after_camera_down: float | None = key(
+        Seconds(10, 86400),
+        "Exit with status 3 once any camera has not been live for this many "
+        "seconds, so that systemd (Restart=on-failure) starts a new process: "
+        "for a camera stack only a new process brings back (libcamera "
+        "sometimes needs one). Not set: cameras are restarted in the process "
+        "forever, because a camera unplugged for a week should not cut every "
+        "other camera's viewers off again and again.",
+        None, example=300.0)
     debug_api: bool = key(
         Bool(),
         "Serve GET /api/debug/tracemalloc: the allocation sites that grew since "

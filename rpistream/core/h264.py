@@ -16,6 +16,15 @@ NAL_PPS = 8
 NAL_AUD = 9
 
 _START_CODE = b"\x00\x00\x01"
+# A camera's access unit puts its first slice after at most an AUD, SEI, SPS
+# and PPS: tens to hundreds of bytes (libx264's first SEI, its version string,
+# is the largest, under 1 KB). The check reads no further than this.
+CHECK_HEAD_BYTES = 4096
+# The shortest slice NAL unit: its header byte, then a slice header holds at
+# least first_mb_in_slice, slice_type, pic_parameter_set_id and frame_num
+# (7.3.3), more than one byte; a P frame with every macroblock skipped is
+# still a few bytes more.
+MIN_SLICE_BYTES = 3
 
 
 def nal_units(stream) -> list[tuple[int, int]]:
@@ -94,6 +103,39 @@ def find_sps(access_unit) -> bytes | None:
 def nal_types(access_unit) -> list[int]:
     """nal_unit_type of each NAL unit in an Annex-B access unit, in order."""
     return [nal_type(access_unit, start) for start, _ in nal_units(access_unit)]
+
+
+def access_unit_problem(access_unit, keyframe: bool) -> str | None:
+    """What makes `access_unit` (Annex-B) unusable, in words, or None.
+
+    Reads only up to its first slice: it must begin with a start code (B.1.1),
+    every NAL unit before the slice must have forbidden_zero_bit 0 and a
+    specified type (Table 7-1), the slice must be there and at least a slice
+    header long, and it is an IDR slice exactly when the frame is flagged a
+    keyframe. A unit cut short inside its slice data passes: only a decoder
+    could tell, and the encoder's next keyframe repairs what it showed.
+    """
+    view = memoryview(access_unit).cast("B")
+    head = bytes(view[:CHECK_HEAD_BYTES])
+    first = head.find(_START_CODE)
+    if first < 0 or head.count(0, 0, first) != first:
+        return "an H.264 access unit that does not begin with an Annex-B start code"
+    for start, end in nal_units(head):
+        header = head[start]
+        kind = header & 0x1F
+        if header & 0x80 or kind == 0 or kind >= 24:
+            return f"an H.264 NAL unit with header byte {header:02x}: not H.264"
+        if kind in (NAL_SLICE, NAL_IDR):
+            size = (len(view) if end == len(head) else end) - start
+            if size < MIN_SLICE_BYTES:
+                return f"an H.264 slice of {size} bytes: cut short"
+            if (kind == NAL_IDR) != keyframe:
+                return (f"flagged a {'key' if keyframe else 'delta'} frame, but its first "
+                        f"slice is {'not ' if keyframe else ''}an IDR slice")
+            return None
+    if len(view) <= CHECK_HEAD_BYTES:
+        return f"an H.264 access unit of {len(view)} bytes without a slice: cut short"
+    return f"an H.264 access unit with no slice in its first {CHECK_HEAD_BYTES} bytes"
 
 
 def access_units(stream) -> list[tuple[int, int, bool]]:

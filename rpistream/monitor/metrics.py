@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry, GCCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from rpistream.monitor.holdings import camera_holdings
-from rpistream.monitor.memory import STATES
+from rpistream.monitor.memory import STATES as MEMORY_STATES
+from rpistream.stream.health import STATES
 from rpistream.webrtc.sessions import VIEWER_COUNTERS
 
 # The text format Prometheus has always read (and every scraper since).
@@ -104,7 +105,7 @@ class ServerCollector:
                                     "RSS at the memory watch's last sample.", value=memory.rss)
         state = GaugeMetricFamily("rpistream_memory_state",
                                   "1 for the memory watch's current state.", labels=["state"])
-        for name in STATES:
+        for name in MEMORY_STATES:
             state.add_metric([name], float(memory.state == name))
         yield state
         threshold = GaugeMetricFamily("rpistream_memory_threshold_bytes",
@@ -143,7 +144,21 @@ class ServerCollector:
         def gauge(name, help, labels=("camera",)):
             return GaugeMetricFamily(name, help, labels=list(labels))
 
-        up = gauge("rpistream_camera_up", "1 while the camera's source delivers frames.")
+        up = gauge("rpistream_camera_up",
+                   "1 while the camera is live: a usable frame came within its stall timeout.")
+        state = gauge("rpistream_camera_state",
+                      "1 for the camera's current state (live, stalled, restarting, failed), "
+                      "0 for the others.", labels=("camera", "state"))
+        stalls = counter("rpistream_camera_stalls",
+                         "Times the camera went without a usable frame past its stall timeout.")
+        failures = counter("rpistream_camera_failures",
+                           "Times the camera's source failed or could not start.")
+        restarts = counter("rpistream_camera_restarts", "Restarts of the camera's source.")
+        abandoned = counter("rpistream_camera_abandoned_threads",
+                            "Source threads that did not stop when asked and were left behind.")
+        rejected = counter("rpistream_camera_frames_rejected",
+                           "Unusable frames the source delivered and rpistream dropped "
+                           "(garbage, cut short, mislabelled).")
         frames = counter("rpistream_camera_frames", "Frames taken from the camera's ring.")
         keyframes = counter("rpistream_camera_keyframes", "Keyframes packetized.")
         bytes_in = counter("rpistream_camera_bytes",
@@ -180,7 +195,15 @@ class ServerCollector:
             ring = camera.ring
             held = camera_holdings(camera, by_camera.get(name, []))
             labels = [name]
-            up.add_metric(labels, float(camera.source.running and not camera.source.error))
+            health = camera.health
+            up.add_metric(labels, float(health.live))
+            for each in STATES:
+                state.add_metric([name, each], float(health.state == each))
+            stalls.add_metric(labels, health.stalls)
+            failures.add_metric(labels, health.failures)
+            restarts.add_metric(labels, health.restarts)
+            abandoned.add_metric(labels, health.abandoned_threads)
+            rejected.add_metric(labels, camera.frames_rejected)
             frames.add_metric(labels, b["frames"])
             keyframes.add_metric(labels, b["keyframes"])
             bytes_in.add_metric(labels, ring.bytes_pushed)
@@ -198,7 +221,7 @@ class ServerCollector:
             for scheme, fec in b["fec"].items():
                 fec_rate.add_metric([name, scheme], fec["rate"])
                 fec_packets.add_metric([name, scheme], fec["packets"])
-        yield from (up, frames, keyframes, bytes_in, pushed, dropped, skipped, requests,
+        yield from (up, state, stalls, failures, restarts, abandoned, rejected, frames, keyframes, bytes_in, pushed, dropped, skipped, requests,
                     suppressed, capacity, used, high, batches, batch_bytes, viewers,
                     fec_rate, fec_packets)
 

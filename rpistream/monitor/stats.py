@@ -77,6 +77,7 @@ class ServerStats:
         cameras = {}
         for name, camera in self.cameras.items():
             b = camera.broadcaster.stats()
+            info = camera.info()
             bytes_in = camera.ring.bytes_pushed
             cameras[name] = {
                 "frames": b["frames"],
@@ -85,7 +86,7 @@ class ServerStats:
                 "viewers": b["viewers"],
                 "ring": {**b["ring"], "bytes_pushed": bytes_in},
                 "fec": b["fec"],
-                "error": camera.source.error,
+                **{key: info[key] for key in ("error", "health")},
             }
         viewers = []
         for session, viewer in live_viewers(self.sessions):

@@ -1,11 +1,15 @@
 """Source: something that produces encoded frames on its own thread into a FrameRing.
 
-A source owns one thread (not a daemon: the server stops it, and a forgotten
-source keeps the process alive where it can be seen instead of dying mid-write).
-The thread pushes each access unit (H.264, Annex-B) or frame (VP8) into the
-ring with its capture time (time.monotonic_ns()) and a 90 kHz pts. When the
-thread fails, the source records what went wrong in `error`, logs it, and
-stops; nothing escapes to threading.excepthook.
+A source owns one thread. The thread pushes each access unit (H.264, Annex-B)
+or frame (VP8) into the ring with its capture time (time.monotonic_ns()) and
+a 90 kHz pts, after a look at its header: a frame no decoder could start on
+(garbage, cut short, mislabelled) is counted and dropped, and does not count
+as a sign of life (`last_frame_ns`). When the thread fails, the source records
+what went wrong in `error`, logs it, and stops; nothing escapes to
+threading.excepthook. The thread is a daemon: one stuck in the camera stack
+(libcamera, V4L2 can hang in a stop) is abandoned by its camera
+(rpistream/stream/camera.py), and must not keep the process from exiting.
+A source runs once; a camera that restarts makes a new one.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import threading
 import time
 
-from rpistream.core import h264
+from rpistream.core import h264, vp8
 
 log = logging.getLogger("rpistream.sources")
 
@@ -25,6 +29,8 @@ PTS_HZ = 90_000
 # at most this often (the same pace as viewers' PLIs are let through), so a
 # request the encoder ignored is retried without asking on every frame.
 RING_KEYFRAME_RETRY_NS = 500_000_000
+# Header checks per codec: a reason the frame is unusable, or None.
+FRAME_PROBLEM = {"h264": h264.access_unit_problem, "vp8": vp8.frame_problem}
 
 
 class SourceError(Exception):
@@ -37,17 +43,33 @@ class Source(abc.ABC):
     Attributes: `codec` ("h264" or "vp8"), `width`, `height`, `fps`,
     `profile_level_id` (RFC 6184 §8.1, for h264: from the SPS the source
     actually produced, known once `wait_ready()` returns True; None for vp8),
-    `frames` (frames the ring accepted), `error` (None, or why the thread died).
+    `keyframe_interval` (the longest the source goes between two keyframes
+    when none is asked for, in seconds), `frames` (frames the ring accepted),
+    `frames_rejected` (unusable frames dropped), `last_frame_ns` and
+    `last_keyframe_ns` (time.monotonic_ns() of the last usable frame and
+    keyframe, or None), `error` (None, or why the thread died).
+
+    `fault_hook`, None in service, lets tests break a running source the way
+    cameras break: called on the source's thread with (data, keyframe) of
+    each frame, it returns the (data, keyframe) to push instead, or None to
+    deliver nothing.
     """
 
-    def __init__(self, ring, *, name: str, codec: str, width: int, height: int, fps: float):
+    fault_hook = None
+
+    def __init__(self, ring, *, name: str, codec: str, width: int, height: int, fps: float,
+                 keyframe_interval: float):
         self.name = name
+        self.keyframe_interval = keyframe_interval
         self.codec = codec
         self.width = width
         self.height = height
         self.fps = fps
         self.profile_level_id: str | None = None
         self.frames = 0
+        self.frames_rejected = 0
+        self.last_frame_ns: int | None = None
+        self.last_keyframe_ns: int | None = None
         self.error: str | None = None
         self._ring = ring
         self._stopping = threading.Event()
@@ -57,6 +79,8 @@ class Source(abc.ABC):
         self._push_lock = threading.Lock()
         self._closed = False
         self._ring_keyframe_asked_ns: int | None = None
+        self._frame_problem = FRAME_PROBLEM[codec]
+        self._rejecting = False  # log the first of a run of unusable frames only
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -67,12 +91,13 @@ class Source(abc.ABC):
         """Start the source's thread. A source starts once."""
         if self._thread is not None:
             raise RuntimeError(f"source {self.name} was already started")
-        self._thread = threading.Thread(target=self._main, name=self.name, daemon=False)
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread and wait up to `timeout` s for it. Idempotent; after
-        stop() returns nothing more is pushed into the ring."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the thread and wait up to `timeout` s for it: True if it ended,
+        False if it is still stuck (the caller abandons it). Idempotent; after
+        stop() returns nothing more is pushed into the ring, stuck or not."""
         self._stopping.set()
         with self._push_lock:
             self._closed = True
@@ -80,6 +105,8 @@ class Source(abc.ABC):
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("source %s: thread did not stop within %.1f s", self.name, timeout)
+                return False
+        return True
 
     @property
     def running(self) -> bool:
@@ -118,6 +145,22 @@ class Source(abc.ABC):
     def _push(self, data, capture_ns: int, pts: int, keyframe: bool) -> bool:
         """Push one frame; True if the ring took it. When the ring drops
         frames until a keyframe, ask our own encoder for one (bounded retry)."""
+        if self.fault_hook is not None:
+            altered = self.fault_hook(data, keyframe)
+            if altered is None:
+                return False
+            data, keyframe = altered
+        problem = self._frame_problem(data, keyframe)
+        if problem is not None:
+            self.frames_rejected += 1
+            if not self._rejecting:
+                self._rejecting = True
+                log.warning("source %s: dropping unusable frames: %s", self.name, problem)
+            return False
+        self._rejecting = False
+        self.last_frame_ns = time.monotonic_ns()
+        if keyframe:
+            self.last_keyframe_ns = self.last_frame_ns
         with self._push_lock:
             if self._closed:
                 return False

@@ -1,9 +1,12 @@
 """The file source: replays an Annex-B .h264 or an .ivf (VP8) file, looped.
 
 The file is memory-mapped and indexed once at construction (so a bad file is
-a ValueError before anything starts); frames are then pushed at the file's
-own pace: IVF frame timestamps, or the configured fps for raw H.264, which
-has none. Each loop starts on the file's first keyframe and continues the pts
+a ValueError before anything starts); frames are then read from it one at a
+time (not through the map: a file truncated while mapped kills the process
+with SIGBUS) and pushed at the file's own pace: IVF frame timestamps, or the
+configured fps for raw H.264, which has none. A file deleted, replaced or
+truncated while it plays fails the source, and its camera restarts it, which
+indexes the file again once it is back. Each loop starts on the file's first keyframe and continues the pts
 where the previous loop ended, so the stream downstream never goes back in time.
 
 A file cannot make keyframes on demand: request_keyframe() is ignored, and a
@@ -22,7 +25,7 @@ import av
 
 from rpistream.core import h264
 from rpistream.sources import ivf
-from rpistream.sources.base import PTS_HZ, Source
+from rpistream.sources.base import PTS_HZ, Source, SourceError
 
 log = logging.getLogger("rpistream.sources")
 
@@ -42,18 +45,16 @@ class FileSource(Source):
     def __init__(self, ring, *, path: str, codec: str, fps: float, loop: bool = True):
         self.path = path
         self.loop = loop
-        self._map = _map_file(path)
-        try:
+        data, self._identity = _map_file(path)
+        with data:
             if codec == "h264":
-                entries, loop_pts, width, height, sps = _index_h264(self._map, path, fps)
+                entries, loop_pts, width, height, sps = _index_h264(data, path, fps)
             else:
-                entries, loop_pts, width, height, fps = _index_ivf(self._map, path)
+                entries, loop_pts, width, height, fps = _index_ivf(data, path)
                 sps = None
-        except BaseException:
-            self._map.close()
-            raise
         super().__init__(ring, name=f"file:{os.path.basename(path)}", codec=codec,
-                         width=width, height=height, fps=fps)
+                         width=width, height=height, fps=fps,
+                         keyframe_interval=_longest_keyframe_gap(entries, loop_pts, loop))
         if sps is not None:
             self.profile_level_id = h264.profile_level_id_from_sps(sps)
         self._entries = entries
@@ -65,11 +66,30 @@ class FileSource(Source):
 
     def _run(self) -> None:
         try:
-            self._replay()
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SourceError(f"file {self.path!r} cannot be opened again: {exc.strerror}; "
+                              f"put it back") from exc
+        try:
+            if _identity(os.fstat(fd)) != self._identity:
+                raise SourceError(f"file {self.path!r} changed after it was read")
+            self._replay(fd)
         finally:
-            self._map.close()
+            os.close(fd)
 
-    def _replay(self) -> None:
+    def _read(self, fd: int, entry: _Entry, buffer: bytearray) -> memoryview:
+        """The frame's bytes from the file, into `buffer`; SourceError when the
+        file is no longer the one that was indexed."""
+        if os.fstat(fd).st_nlink == 0:
+            raise SourceError(f"file {self.path!r} was deleted or replaced while it played")
+        frame = memoryview(buffer)[:entry.end - entry.start]
+        if os.preadv(fd, [frame], entry.start) != len(frame):
+            frame.release()
+            raise SourceError(f"file {self.path!r} was truncated while it played")
+        return frame
+
+    def _replay(self, fd: int) -> None:
+        buffer = bytearray(max(entry.end - entry.start for entry in self._entries))
         origin_ns = time.monotonic_ns()
         frame_ns = 1e9 / self.fps
         lap = 0
@@ -87,8 +107,7 @@ class FileSource(Source):
                     origin_ns += now_ns - due_ns
                 if self._stopping.is_set():
                     return
-                # A view, not a slice: the ring's push is the one copy.
-                with memoryview(self._map)[entry.start:entry.end] as frame:
+                with self._read(fd, entry, buffer) as frame:
                     self._push(frame, time.monotonic_ns(), pts, entry.keyframe)
             if not self.loop:
                 log.info("source %s: end of file", self.name)
@@ -96,12 +115,28 @@ class FileSource(Source):
             lap += 1
 
 
-def _map_file(path: str) -> mmap.mmap:
+def _longest_keyframe_gap(entries: list[_Entry], loop_pts: int, loop: bool) -> float:
+    """Seconds between the file's two keyframes furthest apart, across the
+    loop's end too (entries[0] is a keyframe)."""
+    keys = [entry.pts for entry in entries if entry.keyframe]
+    gaps = [later - earlier for earlier, later in zip(keys, keys[1:])]
+    if loop:
+        gaps.append(loop_pts - keys[-1])
+    return max(gaps, default=loop_pts) / PTS_HZ
+
+
+def _identity(stat: os.stat_result) -> tuple:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _map_file(path: str) -> tuple[mmap.mmap, tuple]:
+    """The file mapped, and what identifies this version of it."""
     try:
         with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
+            stat = os.fstat(f.fileno())
+            if stat.st_size == 0:
                 raise ValueError(f"file source path {path!r} is empty")
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), _identity(stat)
     except OSError as exc:
         raise ValueError(f"cannot read file source path {path!r}: {exc.strerror}") from exc
 

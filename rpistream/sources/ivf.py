@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass
 from fractions import Fraction
 
+from rpistream.core import vp8
+
 SIGNATURE = b"DKIF"
 FILE_HEADER = struct.Struct("<4sHH4sHHIII4x")
 FRAME_HEADER = struct.Struct("<IQ")
@@ -35,11 +37,6 @@ class IvfIndex:
     frames: list[IvfFrame]
 
 
-def vp8_is_keyframe(first_byte: int) -> bool:
-    """RFC 6386 §9.1: bit 0 of the frame tag is 0 for a key frame."""
-    return first_byte & 1 == 0
-
-
 def index(data) -> IvfIndex:
     """Parse an IVF file held in `data` (bytes or mmap); ValueError if it is not one."""
     if len(data) < FILE_HEADER.size or data[:4] != SIGNATURE:
@@ -56,6 +53,6 @@ def index(data) -> IvfIndex:
         if size == 0 or offset + size > len(data):
             break  # truncated last frame, as left by a recording cut short
         frames.append(IvfFrame(offset, size, pts, fourcc == VP8_FOURCC
-                               and vp8_is_keyframe(data[offset])))
+                               and vp8.is_keyframe(data[offset])))
         offset += size
     return IvfIndex(fourcc, width, height, Fraction(scale, rate), frames)

@@ -98,7 +98,7 @@ class Picamera2Source(Source):
          self._transform) = import_picamera2()
         # H.264 only: no Raspberry Pi has a VP8 hardware encoder.
         super().__init__(ring, name=f"picamera2:{camera_num}", codec="h264", width=width,
-                         height=height, fps=fps)
+                         height=height, fps=fps, keyframe_interval=keyframe_interval)
         self.camera_num = camera_num
         self.hflip, self.vflip = hflip, vflip
         self._bitrate = bitrate
@@ -117,10 +117,10 @@ class Picamera2Source(Source):
         self._keyframe_wanted = True
         self._attention.set()
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
         self._stopping.set()
         self._attention.set()
-        super().stop(timeout)
+        return super().stop(timeout)
 
     def _run(self) -> None:
         cameras = self._picamera2.global_camera_info()

@@ -89,7 +89,7 @@ class TestPatternSource(Source):
     def __init__(self, ring, *, codec: str, width: int, height: int, fps: float,
                  bitrate: int, keyframe_interval: float):
         super().__init__(ring, name="testpattern", codec=codec, width=width, height=height,
-                         fps=fps)
+                         fps=fps, keyframe_interval=keyframe_interval)
         self._picture = MovingPicture(width, height)
         self._encoder = open_encoder(codec, width, height, fps, bitrate, keyframe_interval)
         self._keyframe_requested = False

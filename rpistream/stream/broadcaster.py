@@ -26,11 +26,12 @@ class Broadcaster:
     that stayed behind too long: no task per viewer.
     """
 
-    def __init__(self, name: str, ring, source, packetizer, *, keyframe_min_interval: float,
-                 fec_rate="adaptive", fec_max_frames: int = 1):
+    def __init__(self, name: str, ring, request_keyframe, packetizer, *,
+                 keyframe_min_interval: float, fec_rate="adaptive", fec_max_frames: int = 1):
+        """`request_keyframe()` asks the camera's current source for a keyframe."""
         self.name = name
         self.ring = ring
-        self.source = source
+        self._ask_source_for_keyframe = request_keyframe
         self.packetizer = packetizer
         self.viewers: dict[str, object] = {}
         self._keyframe_min_interval = keyframe_min_interval
@@ -49,7 +50,6 @@ class Broadcaster:
         self.bytes_in = 0
         self.keyframe_requests = 0
         self.keyframe_requests_suppressed = 0
-        self.last_frame_time: float | None = None
 
     def rtp_timestamp(self, monotonic_ns: int) -> int:
         return (self._timestamp_origin + monotonic_ns * RTP_CLOCK_RATE // 1_000_000_000) & 0xFFFFFFFF
@@ -94,8 +94,19 @@ class Broadcaster:
                 ring.release()
             self.frames += 1
             self.keyframes += batch.keyframe
-            self.last_frame_time = time.monotonic()
             self._fan_out(batch)
+
+    def restart_stream(self) -> None:
+        """The camera's source was stopped and a new one starts: send what the
+        old one left in the ring, then forget its frames. FEC groups start
+        afresh and every viewer waits for the new source's first keyframe, with
+        its NACK history cleared, so nothing protects or resends a frame from
+        before across the gap. Viewers stay connected: their RTP sequence
+        numbers run on, and timestamps keep following the capture clock."""
+        self._drain()
+        self._fec.clear()
+        for viewer in self.viewers.values():
+            viewer.restart_stream()
 
     def _fan_out(self, batch) -> None:
         """The frame to every viewer, with the FEC of each scheme in use
@@ -161,7 +172,7 @@ class Broadcaster:
         self._last_keyframe_request = now
         self.keyframe_requests += 1
         logger.debug("camera %s: keyframe requested (%s)", self.name, reason)
-        self.source.request_keyframe()
+        self._ask_source_for_keyframe()
         return True
 
     def _deferred_request(self) -> None:

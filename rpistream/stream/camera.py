@@ -1,13 +1,20 @@
-"""A configured camera: its source, its ring, its packetizer and broadcaster, owned together."""
+"""A configured camera: its source, ring, packetizer and broadcaster, owned together,
+and the supervisor that restarts its source when it stalls or fails."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
+from rpistream.core.heap import release_freed_memory
 from rpistream.core.ring import FrameRing
 from rpistream.core.rtp import H264Packetizer, Vp8Packetizer, headroom
 from rpistream.sources import create_source
 from rpistream.stream.broadcaster import Broadcaster
+from rpistream.stream.health import FAILED, STALLED, Health, default_stall_timeout
+
+logger = logging.getLogger("rpistream.camera")
 
 # libwebrtc's default largest RTP packet: with SRTP's tag, UDP and IPv6 headers
 # it stays under the 1280-byte IPv6 minimum MTU, so no path fragments it.
@@ -23,12 +30,15 @@ MIN_RING_BYTES = 4 * 1024 * 1024
 # How long a source may take to deliver its first frame (a Pi camera and its
 # hardware encoder start in about a second).
 FIRST_FRAME_TIMEOUT = 15.0
+# How long a restart waits for the old source's thread to stop before it
+# abandons it (picamera2's own stop gives up on a V4L2 encoder after 0.4 s;
+# the rest is libcamera). The wait runs off the event loop.
+STOP_TIMEOUT = 5.0
+# How often the supervisor looks at the source: a tenth of the shortest stall
+# timeout the config allows, so a stall is seen within 10 % of its timeout.
+CHECK_INTERVAL = 0.05
 # The codecs' RTP payload format names (RFC 6184 §8.1, RFC 7741 §6.1).
 MIME_TYPES = {"h264": "video/H264", "vp8": "video/VP8"}
-
-
-class CameraError(RuntimeError):
-    """A camera could not start; the message says why."""
 
 
 def ring_bytes(bitrate: int) -> int:
@@ -51,23 +61,39 @@ def fec_schemes(codec: str, setting: str) -> tuple[str, ...]:
 
 
 class Camera:
-    def __init__(self, config, *, keyframe_min_interval: float):
+    """One camera. Its source is replaced when it stalls or fails (a new one
+    each time, from the same config); everything else lives as long as the
+    camera, so its viewers stay connected across a restart."""
+
+    def __init__(self, config, *, keyframe_min_interval: float,
+                 give_up_after: float | None = None, give_up=None):
+        """`give_up(reason)` is called once the camera has not been live for
+        `give_up_after` seconds (None: never)."""
         self.name = config.name
         self.config = config
         self.ring = FrameRing(ring_bytes(config.bitrate))
-        self.source = create_source(config, self.ring)
+        self.source = None
+        self.health = Health(self.name)
+        self.stall_timeout = config.stall_timeout or default_stall_timeout(
+            config.fps, config.keyframe_interval)
         self.fec_schemes = fec_schemes(config.codec, config.fec)
         packetizer_class = H264Packetizer if config.codec == "h264" else Vp8Packetizer
         room = headroom(EXT_ROOM, rtx=config.retransmit, ulpfec="ulpfec" in self.fec_schemes,
                         flexfec="flexfec-03" in self.fec_schemes)
         self.packetizer = packetizer_class(mtu=MTU, ext_room=EXT_ROOM, headroom=room)
-        self.broadcaster = Broadcaster(self.name, self.ring, self.source, self.packetizer,
+        self.broadcaster = Broadcaster(self.name, self.ring, self.request_keyframe,
+                                       self.packetizer,
                                        keyframe_min_interval=keyframe_min_interval,
                                        fec_rate=config.fec_rate,
                                        fec_max_frames=config.fec_max_frames)
         # The codec's SDP format parameters (RFC 6184 §8.1 for H.264), known
         # once the first frame has come: the answer to every offer carries them.
         self.fmtp: dict[str, str] | None = None
+        self._give_up_after = give_up_after
+        self._give_up = give_up
+        self._supervisor: asyncio.Task | None = None
+        self._restarting = asyncio.Lock()  # one restart at a time
+        self._rejected_by_old_sources = 0
 
     @property
     def ext_room(self) -> int:
@@ -77,41 +103,149 @@ class Camera:
     def rtp_header_size(self) -> int:
         return 12 + (4 + self.packetizer.ext_room if self.packetizer.ext_room else 0)
 
-    async def start(self) -> None:
-        """Start the source and wait for its first frame: only then is the
-        H.264 profile known, which the SDP answer must carry."""
-        self.source.start()
-        ready = await asyncio.get_running_loop().run_in_executor(
-            None, self.source.wait_ready, FIRST_FRAME_TIMEOUT)
-        if not ready:
-            self.source.stop()
-            raise CameraError(f"camera {self.name}: "
-                              f"{self.source.error or 'no frame within %g s' % FIRST_FRAME_TIMEOUT}")
-        if self.config.codec == "h264":
-            self.fmtp = {"level-asymmetry-allowed": "1", "packetization-mode": "1",
-                         "profile-level-id": self.source.profile_level_id}
-        else:
-            self.fmtp = {}
-        self.broadcaster.start()
-
     @property
     def mime_type(self) -> str:
         return MIME_TYPES[self.config.codec]
 
-    def stop(self) -> None:
+    @property
+    def frames_rejected(self) -> int:
+        """Unusable frames the sources dropped (docs/DESIGN.md §4), all of them."""
+        current = self.source.frames_rejected if self.source is not None else 0
+        return self._rejected_by_old_sources + current
+
+    def request_keyframe(self) -> None:
+        if self.source is not None:
+            self.source.request_keyframe()
+
+    async def start(self) -> None:
+        """Start the source and wait for its first frame (only then is the
+        H.264 profile known, which the SDP answer must carry), then supervise
+        it. A camera that cannot start is not an error here: it is failed,
+        retried with backoff, and reported wherever health is."""
+        self.broadcaster.start()
+        await self._start_source()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"camera {self.name}")
+        self._supervisor.add_done_callback(self._supervisor_ended)
+
+    def _supervisor_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("camera %s: its supervisor failed; it is no longer restarted",
+                         self.name, exc_info=task.exception())
+
+    async def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
         self.broadcaster.stop()
-        self.source.stop()
+        if self.source is not None:
+            await self._stop_source()
         self.ring.close()
 
+    # --- supervision ------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        health = self.health
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL)
+            now = time.monotonic()
+            if health.live:
+                problem = self._problem(now)
+                if problem is not None:
+                    health.set_down(*problem)
+            elif health.retry_at is not None and now >= health.retry_at:
+                await self.restart()
+            if (self._give_up_after is not None
+                    and health.not_live_for(time.monotonic()) >= self._give_up_after):
+                self._give_up(f"camera {self.name} has not been live for "
+                              f"{self._give_up_after:g} s: {health.reason}")
+                self._give_up_after = None
+
+    def _problem(self, now: float) -> tuple[str, str] | None:
+        """(FAILED or STALLED, why) if the live source is no longer, else None."""
+        source = self.source
+        if source.error is not None:
+            return FAILED, source.error
+        if not source.running:
+            return FAILED, "its source stopped by itself (end of a file played once)"
+        rejected = (f" ({source.frames_rejected} unusable frames dropped)"
+                    if source.frames_rejected else "")
+        silent = now - source.last_frame_ns / 1e9
+        if silent > self.stall_timeout:
+            return STALLED, f"no usable frame for {silent:.1f} s{rejected}"
+        # Frames that come but never a keyframe (keyframes cut short, say) let
+        # no viewer join or recover: a stall too, once the source's own
+        # keyframe is overdue.
+        silent = now - source.last_keyframe_ns / 1e9
+        if silent > source.keyframe_interval + self.stall_timeout:
+            return STALLED, (f"no usable keyframe for {silent:.1f} s (the source makes one "
+                             f"every {source.keyframe_interval:g} s){rejected}")
+        return None
+
+    async def restart(self) -> None:
+        """Stop the source (abandoning it if it will not stop) and start a new one."""
+        async with self._restarting:
+            self.health.set_restarting()
+            if self.source is not None:  # None if the last attempt could not make one
+                await self._stop_source()
+            self.broadcaster.restart_stream()
+            await self._start_source()
+            # The old source's encoder and buffers are freed by now.
+            await asyncio.get_running_loop().run_in_executor(None, release_freed_memory)
+
+    async def _stop_source(self) -> None:
+        """Stop the current source in a worker thread; one whose thread will
+        not end within STOP_TIMEOUT is abandoned (it can push nothing more)."""
+        source, self.source = self.source, None
+        try:
+            stopped = await asyncio.get_running_loop().run_in_executor(
+                None, source.stop, STOP_TIMEOUT)
+        finally:
+            self._rejected_by_old_sources += source.frames_rejected
+        if not stopped:
+            self.health.abandoned()
+            logger.error("camera %s: abandoned source %s, whose thread did not stop within "
+                         "%g s (it may keep holding the camera)", self.name, source.name,
+                         STOP_TIMEOUT)
+
+    async def _start_source(self) -> None:
+        """A new source from the config, started; live once it delivers a frame."""
+        try:
+            self.source = source = create_source(self.config, self.ring)
+        except ValueError as exc:  # what only this machine can tell: a file, an encoder
+            self.health.set_down(FAILED, str(exc))
+            return
+        source.start()
+        # A source starts with a keyframe: viewers resume on it.
+        deadline = time.monotonic() + FIRST_FRAME_TIMEOUT
+        while (source.last_keyframe_ns is None and source.running
+               and time.monotonic() < deadline):
+            await asyncio.sleep(CHECK_INTERVAL)
+        if source.last_keyframe_ns is None:
+            self.health.set_down(FAILED, source.error or (
+                "its source stopped before its first frame" if not source.running
+                else f"no keyframe within {FIRST_FRAME_TIMEOUT:g} s of starting"))
+            return
+        if self.fmtp is None:
+            self.fmtp = self._format_parameters(source)
+        self.health.set_live()
+
+    def _format_parameters(self, source) -> dict[str, str]:
+        if self.config.codec != "h264":
+            return {}
+        return {"level-asymmetry-allowed": "1", "packetization-mode": "1",
+                "profile-level-id": source.profile_level_id}
+
     def info(self) -> dict:
-        config = self.config
+        config, health = self.config, self.health.info()
         return {
             "name": self.name, "source": config.source, "codec": config.codec,
             "width": config.width, "height": config.height, "fps": config.fps,
             "bitrate": config.bitrate, "whep": f"/cameras/{self.name}/whep",
             "viewers": len(self.broadcaster.viewers),
-            "error": self.source.error,
+            "health": {**health, "frames_rejected": self.frames_rejected},
+            "error": None if self.health.live else health["reason"],
             # Why a test pattern shows in place of the Pi camera, if it does.
             "fallback_reason": config.fallback_reason,
-            "profile_level_id": self.source.profile_level_id,
+            "profile_level_id": (self.fmtp or {}).get("profile-level-id"),
         }

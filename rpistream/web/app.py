@@ -104,6 +104,13 @@ async def whep_post(request: web.Request) -> web.Response:
                     f"try again in {retry_after(wait)} s",
                     headers={"Retry-After": retry_after(wait)})
     camera = camera_or_404(request)
+    if camera.fmtp is None:
+        # Never live yet: the answer would need the stream's profile. A camera
+        # that was live once takes viewers while it restarts; they see it come back.
+        raise error(web.HTTPServiceUnavailable,
+                    f"camera {camera.name} has not started yet ({camera.health.state}: "
+                    f"{camera.health.reason}); try again later",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     memory = request.app.get(MEMORY)
     if memory is not None and memory.state == "critical":
         # It is shedding viewers: one more would be shed again at the next sample.
@@ -169,11 +176,11 @@ async def api_cameras(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 while every camera delivers frames; 503 naming the cameras that don't.
-    Test patterns standing in for a Pi camera are named with the reason."""
-    failing = {name: camera.source.error or "source stopped"
-               for name, camera in request.app[CAMERAS].items()
-               if camera.source.error or not camera.source.running}
+    """200 while every camera is live; 503 naming the cameras that are not,
+    with their state and why. Test patterns standing in for a Pi camera are
+    named with the reason."""
+    failing = {name: f"{camera.health.state}: {camera.health.reason}"
+               for name, camera in request.app[CAMERAS].items() if not camera.health.live}
     status = 503 if failing else 200
     if request.get(AUTHORIZED) is False:  # a token is set and this probe lacks it
         return web.json_response({"status": "failing" if failing else "ok"}, status=status)

@@ -211,6 +211,19 @@ class Viewer:
         if not self._closed:
             self._skip_to_keyframe()
 
+    def restart_stream(self) -> None:
+        """The camera starts a new source: drop what is queued and what NACKs
+        could ask for, and resume on its first frame, a keyframe. Not a skip:
+        this viewer is not behind, and the new encoder starts with a keyframe
+        unasked."""
+        if self._closed:
+            return
+        self._queue.clear()
+        self._next_index = 0
+        self._history.clear()
+        self._sent_frames.clear()
+        self._waiting_for_keyframe = True
+
     def behind_for(self, now: float) -> float:
         """Seconds this viewer has been behind (0 if it keeps up), on the monotonic clock."""
         return 0.0 if self._behind_since is None else now - self._behind_since

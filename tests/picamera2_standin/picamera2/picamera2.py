@@ -4,6 +4,9 @@ The "sensor" is a thread that films a moving scene carrying the block code
 (frame number, capture time) at the configured FrameRate, mirrored as the
 configuration's libcamera Transform says, and passes it with a CLOCK_BOOTTIME
 SensorTimestamp, as libcamera gives, to the running encoders.
+
+STANDIN_FAULTS (faults.py) makes it fail as real cameras do: busy opens, frames
+stalled, garbage or truncated, a stop that hangs.
 """
 
 import itertools
@@ -14,9 +17,13 @@ import numpy as np
 
 from rpistream.sources import blockcode
 
+from .faults import Faults
+
 # The cameras libcamera would list (stand-in knob for tests).
 STANDIN_CAMERAS = [{"Model": "imx219", "Location": 2, "Rotation": 180,
                     "Id": "/base/soc/i2c0mux/i2c@1/imx219@10"}]
+# Faults to inject (stand-in knob for tests; see faults.py).
+STANDIN_FAULTS = Faults()
 _open_cameras = set()
 _open_lock = threading.Lock()
 
@@ -39,10 +46,11 @@ class Picamera2:
         # As picamera2: an IndexError for a camera that is not there.
         camera_num = self.global_camera_info()[camera_num]["Num"]
         with _open_lock:
-            if camera_num in _open_cameras:
-                # libcamera cannot acquire a camera another process holds.
+            # libcamera cannot acquire a camera another process holds.
+            if camera_num in _open_cameras or STANDIN_FAULTS._busy_open():
                 raise RuntimeError("Camera __init__ sequence did not complete.")
             _open_cameras.add(camera_num)
+        STANDIN_FAULTS._opened()
         self.camera_idx = camera_num
         self.is_open = True
         self.camera_config = None
@@ -121,6 +129,7 @@ class Picamera2:
             return
         self._sensor_stop.set()
         self._sensor.join()
+        STANDIN_FAULTS._stop()  # blocks here while hang_stop is set
         self.started = False
 
     def close(self):

@@ -1,5 +1,6 @@
 """Encoder base class (picamera2/encoders/encoder.py): outputs, start/stop, timestamps."""
 
+import os
 import threading
 from enum import Enum
 
@@ -96,6 +97,15 @@ class Encoder:
         pass
 
     def outputframe(self, frame, keyframe=True, timestamp=None, packet=None, audio=False):
+        # Stand-in: the frame faults of STANDIN_FAULTS.frames (../faults.py).
+        from ..picamera2 import STANDIN_FAULTS
+        fault = STANDIN_FAULTS.frames
+        if fault == "none":
+            return
+        if fault == "garbage":  # no zero byte, so no start code
+            frame = os.urandom(len(frame)).replace(b"\0", b"\xff")
+        elif fault == "truncated":
+            frame = frame[:STANDIN_FAULTS.truncate_to]
         with self._output_lock:
             for out in self._output:
                 out.outputframe(frame, keyframe, timestamp, packet, audio)
