@@ -314,8 +314,11 @@ def test_a_camera_down_too_long_ends_the_process_for_systemd(clip, tmp_path):
 # --- restarts leave nothing behind ---------------------------------------------------
 
 def census() -> tuple[list[str], int, int]:
-    """Threads (by name, without Python's running number), open fds, tasks."""
-    threads = sorted(re.sub(r"^Thread-\d+ ", "", t.name) for t in threading.enumerate())
+    """Threads (by name, without Python's running number), open fds, tasks.
+    Not the event loop's default executor ("asyncio_N"): a pool that grows to
+    its fixed maximum on its own schedule, whoever uses it."""
+    threads = sorted(re.sub(r"^Thread-\d+ ", "", t.name) for t in threading.enumerate()
+                     if not t.name.startswith("asyncio_"))
     return threads, len(os.listdir("/proc/self/fd")), len(asyncio.all_tasks())
 
 
