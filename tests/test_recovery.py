@@ -155,9 +155,9 @@ async def test_a_pi_camera_that_stops_or_sends_unusable_frames_is_restarted(
         if mode != "none":
             # Cut short, only keyframes are seen to be (a delta frame cut at
             # 12 bytes still holds its slice's start): keyframes stop coming.
-            missing = "keyframe" if mode == "truncated" else "frame"
+            missing = "keyframe in" if mode == "truncated" else "frame for"
             assert cam.frames_rejected > 0
-            assert f"live -> stalled: no usable {missing} for " in transitions.text
+            assert f"live -> stalled: no usable {missing} " in transitions.text
             assert "unusable frames dropped" in transitions.text
         async with http.get(base_url(server) + "/metrics") as response:
             metrics = await response.text()

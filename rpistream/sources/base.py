@@ -43,11 +43,13 @@ class Source(abc.ABC):
     Attributes: `codec` ("h264" or "vp8"), `width`, `height`, `fps`,
     `profile_level_id` (RFC 6184 §8.1, for h264: from the SPS the source
     actually produced, known once `wait_ready()` returns True; None for vp8),
-    `keyframe_interval` (the longest the source goes between two keyframes
-    when none is asked for, in seconds), `frames` (frames the ring accepted),
-    `frames_rejected` (unusable frames dropped), `last_frame_ns` and
-    `last_keyframe_ns` (time.monotonic_ns() of the last usable frame and
-    keyframe, or None), `error` (None, or why the thread died).
+    `gop` (the most frames the source makes from one keyframe to the next
+    when none is asked for: frames, not seconds, because an encoder starved
+    of CPU makes fewer frames a second, not longer GOPs), `frames` (frames the
+    ring accepted), `frames_rejected` (unusable frames dropped),
+    `frames_since_keyframe` (usable frames since the last usable keyframe),
+    `last_frame_ns` and `last_keyframe_ns` (time.monotonic_ns() of the last
+    usable frame and keyframe, or None), `error` (None, or why the thread died).
 
     `fault_hook`, None in service, lets tests break a running source the way
     cameras break: called on the source's thread with (data, keyframe) of
@@ -58,9 +60,9 @@ class Source(abc.ABC):
     fault_hook = None
 
     def __init__(self, ring, *, name: str, codec: str, width: int, height: int, fps: float,
-                 keyframe_interval: float):
+                 gop: int):
         self.name = name
-        self.keyframe_interval = keyframe_interval
+        self.gop = gop
         self.codec = codec
         self.width = width
         self.height = height
@@ -70,6 +72,7 @@ class Source(abc.ABC):
         self.frames_rejected = 0
         self.last_frame_ns: int | None = None
         self.last_keyframe_ns: int | None = None
+        self.frames_since_keyframe = 0
         self.error: str | None = None
         self._ring = ring
         self._stopping = threading.Event()
@@ -161,6 +164,9 @@ class Source(abc.ABC):
         self.last_frame_ns = time.monotonic_ns()
         if keyframe:
             self.last_keyframe_ns = self.last_frame_ns
+            self.frames_since_keyframe = 0
+        else:
+            self.frames_since_keyframe += 1
         with self._push_lock:
             if self._closed:
                 return False

@@ -54,7 +54,7 @@ class FileSource(Source):
                 sps = None
         super().__init__(ring, name=f"file:{os.path.basename(path)}", codec=codec,
                          width=width, height=height, fps=fps,
-                         keyframe_interval=_longest_keyframe_gap(entries, loop_pts, loop))
+                         gop=_longest_gop(entries, loop))
         if sps is not None:
             self.profile_level_id = h264.profile_level_id_from_sps(sps)
         self._entries = entries
@@ -115,14 +115,14 @@ class FileSource(Source):
             lap += 1
 
 
-def _longest_keyframe_gap(entries: list[_Entry], loop_pts: int, loop: bool) -> float:
-    """Seconds between the file's two keyframes furthest apart, across the
-    loop's end too (entries[0] is a keyframe)."""
-    keys = [entry.pts for entry in entries if entry.keyframe]
+def _longest_gop(entries: list[_Entry], loop: bool) -> int:
+    """Frames from one keyframe to the next, at most, across the loop's end
+    too (entries[0] is a keyframe)."""
+    keys = [i for i, entry in enumerate(entries) if entry.keyframe]
     gaps = [later - earlier for earlier, later in zip(keys, keys[1:])]
     if loop:
-        gaps.append(loop_pts - keys[-1])
-    return max(gaps, default=loop_pts) / PTS_HZ
+        gaps.append(len(entries) - keys[-1])
+    return max(gaps, default=len(entries))
 
 
 def _identity(stat: os.stat_result) -> tuple:

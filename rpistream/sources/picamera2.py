@@ -97,12 +97,13 @@ class Picamera2Source(Source):
         (self._picamera2, self._h264_encoder, output_base,
          self._transform) = import_picamera2()
         # H.264 only: no Raspberry Pi has a VP8 hardware encoder.
+        iperiod = max(1, round(keyframe_interval * fps))  # picamera2's GOP, in frames
         super().__init__(ring, name=f"picamera2:{camera_num}", codec="h264", width=width,
-                         height=height, fps=fps, keyframe_interval=keyframe_interval)
+                         height=height, fps=fps, gop=iperiod)
         self.camera_num = camera_num
         self.hflip, self.vflip = hflip, vflip
         self._bitrate = bitrate
-        self._iperiod = max(1, round(keyframe_interval * fps))
+        self._iperiod = iperiod
         self._output_class = _ring_output_class(output_base)
         self._failure: str | None = None
         # Set on stop, failure and keyframe requests: what the thread waits for.

@@ -30,10 +30,15 @@ X264_PRESET = "ultrafast"
 VPX_CPU_USED = 8
 
 
+def gop_frames(keyframe_interval: float, fps: float) -> int:
+    """Frames from one keyframe to the next."""
+    return max(1, round(keyframe_interval * fps))
+
+
 def open_encoder(codec: str, width: int, height: int, fps: float, bitrate: int,
                  keyframe_interval: float) -> av.CodecContext:
     """An opened PyAV encoder for yuv420p frames with 90 kHz pts."""
-    gop = max(1, round(keyframe_interval * fps))
+    gop = gop_frames(keyframe_interval, fps)
     name = {"h264": "libx264", "vp8": "libvpx"}[codec]
     try:
         ctx = av.CodecContext.create(name, "w")
@@ -89,7 +94,7 @@ class TestPatternSource(Source):
     def __init__(self, ring, *, codec: str, width: int, height: int, fps: float,
                  bitrate: int, keyframe_interval: float):
         super().__init__(ring, name="testpattern", codec=codec, width=width, height=height,
-                         fps=fps, keyframe_interval=keyframe_interval)
+                         fps=fps, gop=gop_frames(keyframe_interval, fps))
         self._picture = MovingPicture(width, height)
         self._encoder = open_encoder(codec, width, height, fps, bitrate, keyframe_interval)
         self._keyframe_requested = False

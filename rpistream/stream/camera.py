@@ -34,6 +34,8 @@ FIRST_FRAME_TIMEOUT = 15.0
 # abandons it (picamera2's own stop gives up on a V4L2 encoder after 0.4 s;
 # the rest is libcamera). The wait runs off the event loop.
 STOP_TIMEOUT = 5.0
+# A keyframe is overdue after this many GOPs of usable frames without one.
+OVERDUE_GOPS = 2
 # How often the supervisor looks at the source: a tenth of the shortest stall
 # timeout the config allows, so a stall is seen within 10 % of its timeout.
 CHECK_INTERVAL = 0.05
@@ -175,11 +177,11 @@ class Camera:
             return STALLED, f"no usable frame for {silent:.1f} s{rejected}"
         # Frames that come but never a keyframe (keyframes cut short, say) let
         # no viewer join or recover: a stall too, once the source's own
-        # keyframe is overdue.
-        silent = now - source.last_keyframe_ns / 1e9
-        if silent > source.keyframe_interval + self.stall_timeout:
-            return STALLED, (f"no usable keyframe for {silent:.1f} s (the source makes one "
-                             f"every {source.keyframe_interval:g} s){rejected}")
+        # keyframe is overdue by a whole GOP (a forced keyframe, or an
+        # encoder's scene cut, may move the next one later).
+        if source.frames_since_keyframe > OVERDUE_GOPS * source.gop:
+            return STALLED, (f"no usable keyframe in {source.frames_since_keyframe} frames (the "
+                             f"source makes one every {source.gop}){rejected}")
         return None
 
     async def restart(self) -> None:
