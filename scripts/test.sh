@@ -21,7 +21,8 @@ ARM64_LOG=$(mktemp /tmp/rpistream-arm64-build.XXXXXX)
 # In a process group of its own, so that a failure here stops all of it.
 $SUDO setsid nice -n 19 ionice -c 3 ./scripts/prove-pi.sh trixie arm64 build > "$ARM64_LOG" 2>&1 &
 ARM64_BUILD=$!
-trap '$SUDO kill -TERM -- "-$ARM64_BUILD" 2>/dev/null || true' EXIT
+# procps' kill: dash's own takes no process group ("Illegal number: -").
+trap '$SUDO /bin/kill -TERM -- "-$ARM64_BUILD" 2>/dev/null || true' EXIT
 
 .venv/bin/python -m pytest "$@"
 $SUDO ./scripts/prove-package.sh
