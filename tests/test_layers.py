@@ -16,6 +16,7 @@ MAY_IMPORT = {
     "sources": {"core", "config"},
     "stream": {"core", "config", "sources"},
     "webrtc": {"core", "config", "stream"},
+    "record": {"core"},
     "monitor": {"core", "config", "stream", "webrtc"},
     "web": {"config", "webrtc", "monitor"},
 }
