@@ -10,7 +10,7 @@ import dataclasses
 import textwrap
 
 from rpistream.config.loader import DEFAULT_CONFIG_PATH
-from rpistream.config.schema import SOURCE_OPTIONS, CameraConfig, Config
+from rpistream.config.schema import SOURCE_OPTIONS, CameraConfig, Config, RecordConfig
 from rpistream.config.values import REQUIRED, default_of, schema
 
 
@@ -66,8 +66,12 @@ def example_config() -> str:
             out += ["#", "#[[camera]]"]
             first = schema(CameraConfig)["source"].metadata["example"]
             for k, f in schema(CameraConfig).items():
-                if k != "options":
+                if k not in ("options", "record"):
                     out += ["#", *_describe(f, k)]
+            out += ["#", *_comment("Recording goes in a [camera.record] table after the "
+                                   "camera's other keys:"), "#[camera.record]"]
+            for k, f in schema(RecordConfig).items():
+                out += ["#", *_describe(f, k)]
             out += ["#", *_comment(
                 "Options of the camera's source go in a [camera.options] table after "
                 "the camera's other keys; each source has its own:")]

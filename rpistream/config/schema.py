@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rpistream.config.values import (INVALID, Bitrate, Bool, Choice, IceUrls, Int, IpAddress,
+from rpistream.config.values import (INVALID, Bitrate, Bool, ByteSize, Choice, IceUrls, Int,
+                                     IpAddress,
                                      ListOf, Number, ProtectionRate, Seconds, Section, Str,
                                      Table, ValueType, key, show)
 
@@ -110,6 +111,48 @@ class FileOptions(Section):
         "and the camera's codec must be that one.",
         example="/var/lib/rpistream/clip.h264")
     loop: bool = key(Bool(), "Start again at the end of the file.", True)
+
+
+# Where recordings go unless `directory` says: the service's StateDirectory
+# (debian/rpistream.service), a directory per camera.
+RECORDINGS = "/var/lib/rpistream/recordings"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordConfig(Section):
+    enabled: bool = key(
+        Bool(),
+        "Record the camera to disk while it streams: its frames as they are, "
+        "no re-encoding, in segments (fragmented MP4 for H.264, WebM for VP8).",
+        False)
+    directory: str | None = key(
+        Str(described="the path of a directory"),
+        "Where the camera's segments go (created if missing).",
+        None, default_text=RECORDINGS + "/<camera name>", example="/mnt/usb/front")
+    # Bounds: under 2 s a segment would hold about one keyframe interval; over
+    # an hour a crash or a deletion by retention loses too much at once.
+    segment_seconds: float = key(
+        Seconds(2, 3600),
+        "Length of a segment file. Segments start on keyframes; one minute "
+        "is easy to browse and a retention step of about 30 MB at 4 Mbit/s.",
+        60.0)
+    # Bounds: a minute to ten years.
+    max_age: float | None = key(
+        Seconds(60, 10 * 365 * 86400),
+        "Seconds after which a segment is deleted. Not set: segments are kept "
+        "until max_bytes or min_free_bytes needs their space.",
+        None, example=7 * 86400)
+    max_bytes: int | None = key(
+        ByteSize(2**20, 2**50),
+        "Most bytes this camera's segments may take; the oldest go first.",
+        None, example="20G")
+    # Bounds: 0 would let a camera fill the disk; up to a petabyte.
+    min_free_bytes: int = key(
+        ByteSize(2**20, 2**50),
+        "Free space to keep on the recording's disk: the oldest segments are "
+        "deleted to keep it, and recording pauses when deleting cannot. 1G "
+        "keeps a Pi's SD card usable (logs, updates) whatever is recorded.",
+        2**30)
 
 
 # `source` kind -> its options. The keys are the allowed `source` values.
@@ -228,6 +271,8 @@ class CameraConfig(Section):
         "at the next keyframe).",
         None, default_text="the largest of 2 s, 5 frame intervals and keyframe_interval",
         example=5.0)
+    record: RecordConfig = key(Table(RecordConfig), "Recording to disk (see below).",
+                               RecordConfig())
     options: Any = key(
         SourceOptions(),
         "Options of the camera's source, as a table (see below).",

@@ -186,6 +186,20 @@ class Number(Seconds):
 
 
 _SI = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+# Sizes count in powers of 1024, as systemd's MemoryMax=512M and df -h do.
+_BINARY = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _scaled(value, factors: dict[str, int]):
+    """An int, or a string of digits with one of `factors`' suffixes, as an
+    int; ValueError for anything else."""
+    if type(value) is str:
+        suffixes = "".join(k + k.upper() for k in factors if k)
+        m = re.fullmatch(rf"\s*(\d{{1,12}}(?:\.\d{{1,12}})?)\s*([{suffixes}]?)\s*", value)
+        if not m:
+            raise ValueError
+        value = round(float(m[1]) * factors[m[2].lower()])  # finite: at most 12 digits
+    return value
 
 
 @dataclass(frozen=True)
@@ -198,12 +212,10 @@ class Bitrate(ValueType):
         return (f"bits per second from {self.lo} to {self.hi}: an integer, "
                 f'or a string like "800k" or "4M"')
 
+    factors = _SI
+
     def convert(self, value):
-        if type(value) is str:
-            m = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,12})?)\s*([kKmMgG]?)\s*", value)
-            if not m:
-                raise ValueError
-            value = round(float(m[1]) * _SI[m[2].lower()])  # finite: at most 12 digits
+        value = _scaled(value, self.factors)
         if type(value) is int and self.lo <= value <= self.hi:
             return value
         raise ValueError
@@ -213,6 +225,24 @@ class Bitrate(ValueType):
 
     def toml(self, value):
         return f"{value:_}"  # 4_000_000: a valid TOML integer that reads at a glance
+
+
+@dataclass(frozen=True)
+class ByteSize(Bitrate):
+    factors = _BINARY
+
+    @property
+    def allowed(self) -> str:
+        return (f"a size in bytes from {self.lo} to {self.hi}: an integer, or a string "
+                f'like "500M" or "10G" (K, M, G, T: powers of 1024)')
+
+    def toml(self, value):
+        """The largest unit that divides it: "1G" reads better than 1_073_741_824."""
+        if type(value) is int:
+            unit = next(k for k, f in sorted(_BINARY.items(), key=lambda kf: -kf[1])
+                        if value % f == 0)
+            value = f"{value // _BINARY[unit]}{unit.upper()}"
+        return f'"{value}"'
 
 
 @dataclass(frozen=True)
