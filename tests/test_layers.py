@@ -14,7 +14,7 @@ MAY_IMPORT = {
     "core": set(),
     "config": set(),
     "sources": {"core", "config"},
-    "stream": {"core", "config", "sources"},
+    "stream": {"core", "config", "sources", "record"},
     "webrtc": {"core", "config", "stream"},
     "record": {"core"},
     "monitor": {"core", "config", "stream", "webrtc"},

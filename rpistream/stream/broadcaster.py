@@ -34,6 +34,10 @@ class Broadcaster:
         self._ask_source_for_keyframe = request_keyframe
         self.packetizer = packetizer
         self.viewers: dict[str, object] = {}
+        # Takers of every frame as the source made it, before packetizing (a
+        # recorder): offer(data, capture_ns, keyframe), on the loop, never
+        # blocking; `data` is valid only during the call.
+        self.taps: list = []
         self._keyframe_min_interval = keyframe_min_interval
         self._fec_rate = fec_rate  # "adaptive" or a percentage
         self._fec_max_frames = fec_max_frames
@@ -77,6 +81,8 @@ class Broadcaster:
     def _drain(self) -> None:
         ring = self.ring
         while (frame := ring.pop()) is not None:
+            for tap in self.taps:
+                tap.offer(frame.data, frame.capture_ns, frame.keyframe)
             if not self.viewers:
                 # Nobody to send to: a joining viewer waits for a keyframe anyway.
                 ring.release()

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 from rpistream.core.heap import release_freed_memory
 from rpistream.core.ring import FrameRing
 from rpistream.core.rtp import H264Packetizer, Vp8Packetizer, headroom
+from rpistream.config.schema import RECORDINGS
+from rpistream.record import Recorder
 from rpistream.sources import create_source
 from rpistream.stream.broadcaster import Broadcaster
 from rpistream.stream.health import FAILED, STALLED, Health, default_stall_timeout
@@ -93,6 +96,7 @@ class Camera:
         self.fmtp: dict[str, str] | None = None
         self._give_up_after = give_up_after
         self._give_up = give_up
+        self.recorder: Recorder | None = None
         self._supervisor: asyncio.Task | None = None
         self._restarting = asyncio.Lock()  # one restart at a time
         self._rejected_by_old_sources = 0
@@ -126,6 +130,8 @@ class Camera:
         retried with backoff, and reported wherever health is."""
         self.broadcaster.start()
         await self._start_source()
+        if self.config.record.enabled:
+            await self._start_recorder()
         self._supervisor = asyncio.create_task(self._supervise(), name=f"camera {self.name}")
         self._supervisor.add_done_callback(self._supervisor_ended)
 
@@ -134,11 +140,32 @@ class Camera:
             logger.error("camera %s: its supervisor failed; it is no longer restarted",
                          self.name, exc_info=task.exception())
 
+    async def _start_recorder(self) -> None:
+        """Record what the broadcaster takes from the ring, on the recorder's
+        own thread. A recording that cannot start is logged; streaming goes on."""
+        record, source = self.config.record, self.source
+        width, height = ((source.width, source.height) if source is not None
+                         else (self.config.width, self.config.height))
+        recorder = Recorder(self.name, self.config.codec, width, height,
+                            directory=Path(record.directory or f"{RECORDINGS}/{self.name}"),
+                            segment_seconds=record.segment_seconds, max_age_s=record.max_age,
+                            max_bytes=record.max_bytes, min_free_bytes=record.min_free_bytes)
+        try:  # creates the directory and recovers a crash's leftovers: disk work
+            await asyncio.get_running_loop().run_in_executor(None, recorder.start)
+        except OSError as exc:
+            logger.error("%s; streaming goes on without recording", exc)
+            return
+        self.recorder = recorder
+        self.broadcaster.taps.append(recorder)
+
     async def stop(self) -> None:
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
+        if self.recorder is not None:
+            self.broadcaster.taps.remove(self.recorder)
+            await asyncio.get_running_loop().run_in_executor(None, self.recorder.stop)
         self.broadcaster.stop()
         if self.source is not None:
             await self._stop_source()
@@ -250,4 +277,5 @@ class Camera:
             # Why a test pattern shows in place of the Pi camera, if it does.
             "fallback_reason": config.fallback_reason,
             "profile_level_id": (self.fmtp or {}).get("profile-level-id"),
+            "recording": None if self.recorder is None else self.recorder.stats(),
         }

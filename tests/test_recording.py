@@ -1,0 +1,74 @@
+"""Recording in the server: a camera with [camera.record] writes playable
+segments of exactly the frames it streamed, while a viewer watches, across a
+restart of its source, and stops cleanly with the server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import av
+
+from rpistream.record import list_segments
+from rpistream.sources import blockcode
+from serving import base_url, camera, serving
+from waiting import until
+from whep_client import WhepViewer
+
+KEYFRAME_INTERVAL = 1.0
+SEGMENT_SECONDS = 2.0
+
+
+def frame_numbers(path) -> list[int]:
+    """The test pattern's frame numbers, read from every decoded picture."""
+    with av.open(str(path)) as container:
+        return [blockcode.read(frame.to_ndarray(format="gray"))[0]
+                for frame in container.decode(video=0)]
+
+
+async def test_a_recording_camera_writes_what_it_streams(tmp_path):
+    record = {"enabled": True, "directory": str(tmp_path), "segment_seconds": SEGMENT_SECONDS}
+    cam = camera("cam0", "h264", keyframe_interval=KEYFRAME_INTERVAL, record=record)
+    async with serving(cam) as server, aiohttp.ClientSession() as http:
+        viewer = WhepViewer(base_url(server))
+        await viewer.connect(http)
+        camera_ = server.cameras["cam0"]
+        await until(lambda: len(list_segments(tmp_path)) >= 2, "two completed segments",
+                    timeout=10)
+        await camera_.restart()  # a new source: recording goes on, in a new segment
+        done = len(list_segments(tmp_path))
+        await until(lambda: len(list_segments(tmp_path)) > done, "a segment after the restart",
+                    timeout=10)
+        assert viewer.frames > 60
+        async with http.get(base_url(server) + "/api/cameras") as response:
+            (info,) = await response.json()
+        recording = info["recording"]
+        assert recording["state"] == "recording" and recording["segments"] >= 3
+        assert recording["frames_dropped"] == 0
+        await viewer.hang_up(http)
+    assert not any(tmp_path.glob("*.partial")), "stop completes the last segment"
+    segments = list_segments(tmp_path)
+    assert len(segments) >= 4
+    restarts = 0
+    for segment in segments:
+        numbers = frame_numbers(segment.path)
+        assert numbers, segment
+        # Each source numbers its frames from 0: a restart shows as one step back.
+        steps = [b - a for a, b in zip(numbers, numbers[1:])]
+        assert all(step == 1 or step < 0 for step in steps), (segment, numbers)
+        restarts += sum(step < 0 for step in steps)
+        assert abs(segment.duration - len(numbers) / 30) < 0.2 + SEGMENT_SECONDS * 0.1, segment
+    starts = [frame_numbers(s.path)[0] for s in segments]
+    assert restarts + sum(n == 0 for n in starts[1:]) == 1, starts  # one restart, seen once
+
+
+async def test_a_recording_that_cannot_start_leaves_streaming_alone(tmp_path, caplog):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    record = {"enabled": True, "directory": str(blocked / "cam0")}
+    async with serving(camera("cam0", "h264", record=record)) as server:
+        assert server.cameras["cam0"].recorder is None
+        assert server.cameras["cam0"].health.live
+        await asyncio.sleep(0)
+    assert "cannot create the recording directory" in caplog.text
+    assert "streaming goes on without recording" in caplog.text
