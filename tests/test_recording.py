@@ -45,6 +45,11 @@ async def test_a_recording_camera_writes_what_it_streams(tmp_path):
         recording = info["recording"]
         assert recording["state"] == "recording" and recording["segments"] >= 3
         assert recording["frames_dropped"] == 0
+        async with http.get(base_url(server) + "/metrics") as response:
+            metrics = await response.text()
+        assert 'rpistream_recording{camera="cam0"} 1.0' in metrics
+        assert 'rpistream_recording_segments_total{camera="cam0"}' in metrics
+        assert 'rpistream_recording_frames_dropped_total{camera="cam0"} 0.0' in metrics
         await viewer.hang_up(http)
     assert not any(tmp_path.glob("*.partial")), "stop completes the last segment"
     segments = list_segments(tmp_path)
@@ -72,3 +77,51 @@ async def test_a_recording_that_cannot_start_leaves_streaming_alone(tmp_path, ca
         await asyncio.sleep(0)
     assert "cannot create the recording directory" in caplog.text
     assert "streaming goes on without recording" in caplog.text
+
+
+TOKEN = "a-recording-test-token-of-length"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def test_recordings_are_listed_downloaded_in_ranges_and_deleted_through_the_api(tmp_path):
+    record = {"directory": str(tmp_path), "segment_seconds": SEGMENT_SECONDS}
+    cam = camera("cam0", "vp8", keyframe_interval=KEYFRAME_INTERVAL, record=record)
+    async with serving(cam, server={"token": TOKEN}) as server, \
+            aiohttp.ClientSession(headers=BEARER) as http:
+        url = base_url(server)
+        async with aiohttp.ClientSession() as stranger:
+            async with stranger.post(url + "/cameras/cam0/recording") as response:
+                assert response.status == 401
+            async with stranger.get(url + "/api/cameras/cam0/recordings") as response:
+                assert response.status == 401
+        async with http.post(url + "/cameras/cam0/recording") as response:
+            assert response.status == 201 and (await response.json())["state"] == "recording"
+        await until(lambda: len(list_segments(tmp_path)) >= 2, "two segments", timeout=10)
+        async with http.delete(url + "/cameras/cam0/recording") as response:
+            assert response.status == 204
+        assert not any(tmp_path.glob("*.partial"))
+        async with http.get(url + "/api/cameras/cam0/recordings") as response:
+            listing = await response.json()
+        assert listing["recording"] is False
+        first, *others = listing["segments"]
+        assert len(others) >= 2 and first["name"].endswith(".webm")
+        assert first["size"] == (tmp_path / first["name"]).stat().st_size
+        # Segments end at the first keyframe past their length.
+        assert SEGMENT_SECONDS <= first["duration"] < SEGMENT_SECONDS + 2 * KEYFRAME_INTERVAL
+        async with http.get(url + first["url"]) as response:
+            assert response.status == 200 and response.content_type == "video/webm"
+            whole = await response.read()
+        assert whole == (tmp_path / first["name"]).read_bytes()
+        async with http.get(url + first["url"], headers={"Range": "bytes=100-199"}) as response:
+            assert response.status == 206
+            assert response.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
+            assert await response.read() == whole[100:200]
+        for name in ("../../etc/passwd", "%2e%2e%2fconfig.toml", first["name"] + ".partial"):
+            async with http.get(f"{url}/cameras/cam0/recordings/{name}") as response:
+                assert response.status == 404, name
+        async with http.delete(url + first["url"]) as response:
+            assert response.status == 204
+        assert not (tmp_path / first["name"]).exists()
+        async with http.get(url + first["url"]) as response:
+            assert response.status == 404
+            assert "GET /api/cameras/cam0/recordings lists them" in await response.text()

@@ -12,7 +12,7 @@ from rpistream.core.heap import release_freed_memory
 from rpistream.core.ring import FrameRing
 from rpistream.core.rtp import H264Packetizer, Vp8Packetizer, headroom
 from rpistream.config.schema import RECORDINGS
-from rpistream.record import Recorder
+from rpistream.record import Recorder, list_segments
 from rpistream.sources import create_source
 from rpistream.stream.broadcaster import Broadcaster
 from rpistream.stream.health import FAILED, STALLED, Health, default_stall_timeout
@@ -131,7 +131,7 @@ class Camera:
         self.broadcaster.start()
         await self._start_source()
         if self.config.record.enabled:
-            await self._start_recorder()
+            await self.start_recording()
         self._supervisor = asyncio.create_task(self._supervise(), name=f"camera {self.name}")
         self._supervisor.add_done_callback(self._supervisor_ended)
 
@@ -140,32 +140,53 @@ class Camera:
             logger.error("camera %s: its supervisor failed; it is no longer restarted",
                          self.name, exc_info=task.exception())
 
-    async def _start_recorder(self) -> None:
+    # --- recording ------------------------------------------------------------
+
+    @property
+    def recording_directory(self) -> Path:
+        return Path(self.config.record.directory or f"{RECORDINGS}/{self.name}")
+
+    async def start_recording(self) -> str | None:
         """Record what the broadcaster takes from the ring, on the recorder's
-        own thread. A recording that cannot start is logged; streaming goes on."""
+        own thread; None, or why it cannot (logged: streaming goes on)."""
+        if self.recorder is not None:
+            return None
         record, source = self.config.record, self.source
         width, height = ((source.width, source.height) if source is not None
                          else (self.config.width, self.config.height))
         recorder = Recorder(self.name, self.config.codec, width, height,
-                            directory=Path(record.directory or f"{RECORDINGS}/{self.name}"),
+                            directory=self.recording_directory,
                             segment_seconds=record.segment_seconds, max_age_s=record.max_age,
                             max_bytes=record.max_bytes, min_free_bytes=record.min_free_bytes)
         try:  # creates the directory and recovers a crash's leftovers: disk work
             await asyncio.get_running_loop().run_in_executor(None, recorder.start)
         except OSError as exc:
             logger.error("%s; streaming goes on without recording", exc)
-            return
+            return str(exc)
         self.recorder = recorder
         self.broadcaster.taps.append(recorder)
+        return None
+
+    async def stop_recording(self) -> None:
+        """Complete the segment being written and stop (a bounded wait, off the loop)."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            self.broadcaster.taps.remove(recorder)
+            await asyncio.get_running_loop().run_in_executor(None, recorder.stop)
+
+    def recordings(self) -> list:
+        """The completed segments, oldest first (a directory listing: not on the loop)."""
+        try:
+            return list_segments(self.recording_directory)
+        except FileNotFoundError:
+            return []
 
     async def stop(self) -> None:
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
-        if self.recorder is not None:
-            self.broadcaster.taps.remove(self.recorder)
-            await asyncio.get_running_loop().run_in_executor(None, self.recorder.stop)
+        await self.stop_recording()
         self.broadcaster.stop()
         if self.source is not None:
             await self._stop_source()

@@ -8,8 +8,10 @@ from pathlib import Path
 from aiohttp import web
 
 from rpistream.web.auth import AUTHORIZED, token_middleware
+from rpistream.web.cameras import CAMERAS, camera_or_404, error
 from rpistream.web.monitoring import add_monitoring
 from rpistream.web.ratelimit import OfferRateLimit, retry_after
+from rpistream.web.recordings import add_recordings
 from rpistream.webrtc.session import OfferError, describe_failure
 from rpistream.webrtc.sessions import SessionRegistry, ViewerLimitReached
 
@@ -26,15 +28,10 @@ CORS_HEADERS = {
     "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
     "Access-Control-Expose-Headers": "Location, Link, ETag",
 }
-CAMERAS = web.AppKey("cameras", dict)
 SESSIONS = web.AppKey("sessions", SessionRegistry)
 ICE_SERVERS = web.AppKey("ice_servers", list)
 OFFER_RATE = web.AppKey("offer_rate", OfferRateLimit)
 MEMORY = web.AppKey("memory", object)  # rpistream.monitor.memory.MemoryWatch
-
-
-def error(status: type[web.HTTPException], message: str, **kwargs) -> web.HTTPException:
-    return status(text=message + "\n", content_type="text/plain", **kwargs)
 
 
 @web.middleware
@@ -54,15 +51,6 @@ async def errors_and_cors(request: web.Request, handler):
     if cors:
         response.headers.update(CORS_HEADERS)
     return response
-
-
-def camera_or_404(request: web.Request):
-    name = request.match_info["camera"]
-    camera = request.app[CAMERAS].get(name)
-    if camera is None:
-        known = ", ".join(request.app[CAMERAS]) or "none"
-        raise error(web.HTTPNotFound, f"no camera named {name!r}; cameras: {known}")
-    return camera
 
 
 def session_or_404(request: web.Request):
@@ -220,6 +208,7 @@ def create_app(cameras: dict, sessions: SessionRegistry, *, ice_servers: list[di
         web.patch(resource, whep_patch),
         web.options(resource, whep_options),
     ])
+    add_recordings(app)
     if memory is not None:  # /metrics, /api/stats, /api/debug/tracemalloc
         app[MEMORY] = memory
         add_monitoring(app, cameras, sessions, memory, debug_api=debug_api)
