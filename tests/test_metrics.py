@@ -138,7 +138,7 @@ async def test_metrics_and_stats_while_a_viewer_watches():
         assert abs(t - doc["time"]) < 60 and 30 < rss < 2048
         cam = doc["cameras"]["cam0"]
         assert set(cam) == {"frames", "keyframes", "bitrate_bps", "viewers", "ring", "fec",
-                            "error", "health"}
+                            "error", "health", "recording"}
         assert cam["viewers"] == 1 and cam["error"] is None and cam["frames"] >= 30
         assert cam["health"]["state"] == "live" and cam["health"]["reason"] is None
         assert cam["health"]["restarts"] == cam["health"]["stalls"] == 0

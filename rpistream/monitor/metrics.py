@@ -156,6 +156,19 @@ class ServerCollector:
         restarts = counter("rpistream_camera_restarts", "Restarts of the camera's source.")
         abandoned = counter("rpistream_camera_abandoned_threads",
                             "Source threads that did not stop when asked and were left behind.")
+        recording = gauge("rpistream_recording", "1 while the camera is recorded to disk "
+                          "and writing (not paused by a full or failing disk).")
+        segments = counter("rpistream_recording_segments", "Recorded segments completed.")
+        written = counter("rpistream_recording_bytes_written", "Bytes written to recordings.")
+        recorder_dropped = counter("rpistream_recording_frames_dropped",
+                                   "Frames the recorder dropped: its queue full (a slow disk) "
+                                   "or the disk full.")
+        write_max = gauge("rpistream_recording_write_seconds_max",
+                          "Longest single write to the recording's disk so far.")
+        disk_free = gauge("rpistream_recording_disk_free_bytes",
+                          "Free bytes on the recording's disk, as last read.")
+        recorder_held = gauge("rpistream_recording_queued_bytes",
+                              "Bytes of frames waiting for the recording's disk.")
         rejected = counter("rpistream_camera_frames_rejected",
                            "Unusable frames the source delivered and rpistream dropped "
                            "(garbage, cut short, mislabelled).")
@@ -204,6 +217,16 @@ class ServerCollector:
             restarts.add_metric(labels, health.restarts)
             abandoned.add_metric(labels, health.abandoned_threads)
             rejected.add_metric(labels, camera.frames_rejected)
+            if camera.recorder is not None:
+                r = camera.recorder.stats()
+                recording.add_metric(labels, float(r["state"] == "recording"))
+                segments.add_metric(labels, r["segments"])
+                written.add_metric(labels, r["bytes_written"])
+                recorder_dropped.add_metric(labels, r["frames_dropped"])
+                write_max.add_metric(labels, r["write_ms_max"] / 1000)
+                if r["disk_free_bytes"] >= 0:
+                    disk_free.add_metric(labels, r["disk_free_bytes"])
+                recorder_held.add_metric(labels, r["queue_bytes"])
             frames.add_metric(labels, b["frames"])
             keyframes.add_metric(labels, b["keyframes"])
             bytes_in.add_metric(labels, ring.bytes_pushed)
@@ -221,6 +244,8 @@ class ServerCollector:
             for scheme, fec in b["fec"].items():
                 fec_rate.add_metric([name, scheme], fec["rate"])
                 fec_packets.add_metric([name, scheme], fec["packets"])
+        yield from (recording, segments, written, recorder_dropped, write_max, disk_free,
+                    recorder_held)
         yield from (up, state, stalls, failures, restarts, abandoned, rejected, frames, keyframes, bytes_in, pushed, dropped, skipped, requests,
                     suppressed, capacity, used, high, batches, batch_bytes, viewers,
                     fec_rate, fec_packets)

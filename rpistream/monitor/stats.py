@@ -86,7 +86,7 @@ class ServerStats:
                 "viewers": b["viewers"],
                 "ring": {**b["ring"], "bytes_pushed": bytes_in},
                 "fec": b["fec"],
-                **{key: info[key] for key in ("error", "health")},
+                **{key: info[key] for key in ("error", "health", "recording")},
             }
         viewers = []
         for session, viewer in live_viewers(self.sessions):
