@@ -5,6 +5,10 @@ restart of its source, and stops cleanly with the server."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
+import time
 
 import aiohttp
 import av
@@ -125,3 +129,59 @@ async def test_recordings_are_listed_downloaded_in_ranges_and_deleted_through_th
         async with http.get(url + first["url"]) as response:
             assert response.status == 404
             assert "GET /api/cameras/cam0/recordings lists them" in await response.text()
+
+
+def test_kill_9_while_recording_loses_at_most_about_a_second(tmp_path):
+    """kill -9 of the server mid-segment, three times: every completed segment
+    plays whole, and each cut one is recovered at the next start, playing to
+    within about a keyframe interval of the kill (its last complete fragment)."""
+    config = tmp_path / "config.toml"
+    recordings = tmp_path / "recordings"
+    config.write_text(
+        '[server]\nhost = "127.0.0.1"\nport = 0\nice_hosts = ["127.0.0.1"]\n'
+        '[[camera]]\nsource = "testpattern"\nwidth = 320\nheight = 240\nbitrate = "500k"\n'
+        f'keyframe_interval = {KEYFRAME_INTERVAL}\n'
+        f'[camera.record]\nenabled = true\ndirectory = "{recordings}"\n'
+        'segment_seconds = 60\n')
+    kills = []
+    for _ in range(3):
+        server = subprocess.Popen([sys.executable, "-m", "rpistream", "serve", "--config",
+                                   str(config)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        try:
+            while "rpistream is serving" not in server.stdout.readline():
+                assert server.poll() is None, "the server ended before serving"
+            time.sleep(3.3)  # mid-fragment: keyframes every second
+            kills.append(time.time())
+            server.send_signal(signal.SIGKILL)
+            server.wait(timeout=10)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+        log = server.stdout.read()
+        assert "Traceback" not in log, log
+    assert len(list(recordings.glob("*.partial"))) == 1  # the last kill's, not yet recovered
+    # A last start recovers it; then stop cleanly.
+    server = subprocess.Popen([sys.executable, "-m", "rpistream", "serve", "--config",
+                               str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    lines = []
+    while "rpistream is serving" not in (line := server.stdout.readline()):
+        lines.append(line)
+        assert server.poll() is None, "".join(lines)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == 0
+    assert not any(recordings.glob("*.partial"))
+    segments = list_segments(recordings)
+    # Three recovered, and the last start's if it got to its first keyframe.
+    assert len(segments) in (3, 4), segments
+    for segment, killed in zip(segments, kills):
+        with av.open(str(segment.path)) as container:
+            codes = [blockcode.read(frame.to_ndarray(format="gray"))
+                     for frame in container.decode(video=0)]
+        numbers = [number for number, _ in codes]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+        last_capture_s = codes[-1][1] / 1000
+        assert 0 <= killed - last_capture_s < KEYFRAME_INTERVAL + 0.7, (segment, killed)
+        assert abs(segment.duration - len(numbers) / 30) < 0.1
