@@ -34,6 +34,8 @@ def camera_holdings(camera, viewers) -> dict:
         "queued_frames": sum(viewer.queue_depth for viewer in viewers),
         # Frames waiting for the recording's disk (bounded: record/recorder.py).
         "recorder_bytes_held": camera.recorder.held_bytes if camera.recorder else 0,
+        # Frames kept for snapshots while someone asks for them (stream/snapshot.py).
+        "snapshot_bytes_held": camera.snapshots.held_bytes,
     }
 
 
@@ -64,10 +66,12 @@ def describe(held: dict) -> str:
     batch_bytes = sum(h["batch_bytes_held"] for h in cams.values())
     queued = sum(h["queued_frames"] for h in cams.values())
     recording = sum(h["recorder_bytes_held"] for h in cams.values())
+    snapshots = sum(h["snapshot_bytes_held"] for h in cams.values())
     depth, session = held["deepest_queue"]
     deepest = f", deepest {depth} (session {session})" if session and depth else ""
     return (f"rings: {rings}; frame batches held by viewers' queues and NACK histories: "
             f"{batches} ({batch_bytes / MiB:.1f} MiB); viewer queues: {queued} frames{deepest}; "
             f"waiting for the recordings' disks: {recording / MiB:.1f} MiB; "
+            f"kept for snapshots: {snapshots / MiB:.1f} MiB; "
             f"open peers: {held['peers']} ({held['viewers']} streaming); "
             f"asyncio tasks: {held['tasks']}; open fds: {held['fds']}")

@@ -16,6 +16,7 @@ from rpistream.record import Recorder, list_segments
 from rpistream.sources import create_source
 from rpistream.stream.broadcaster import Broadcaster
 from rpistream.stream.health import FAILED, STALLED, Health, default_stall_timeout
+from rpistream.stream.snapshot import Snapshotter
 
 logger = logging.getLogger("rpistream.camera")
 
@@ -91,6 +92,10 @@ class Camera:
                                        keyframe_min_interval=keyframe_min_interval,
                                        fec_rate=config.fec_rate,
                                        fec_max_frames=config.fec_max_frames)
+        self.snapshots = Snapshotter(
+            self.name, config.codec, lambda: self.broadcaster.request_keyframe("snapshot"),
+            fps=config.fps, keyframe_interval=config.keyframe_interval)
+        self.broadcaster.taps.append(self.snapshots)
         # The codec's SDP format parameters (RFC 6184 §8.1 for H.264), known
         # once the first frame has come: the answer to every offer carries them.
         self.fmtp: dict[str, str] | None = None
@@ -188,6 +193,7 @@ class Camera:
             self._supervisor = None
         await self.stop_recording()
         self.broadcaster.stop()
+        self.snapshots.stop()
         if self.source is not None:
             await self._stop_source()
         self.ring.close()

@@ -12,6 +12,7 @@ from rpistream.web.cameras import CAMERAS, camera_or_404, error
 from rpistream.web.monitoring import add_monitoring
 from rpistream.web.ratelimit import OfferRateLimit, retry_after
 from rpistream.web.recordings import add_recordings
+from rpistream.web.snapshot import add_snapshot
 from rpistream.webrtc.session import OfferError, describe_failure
 from rpistream.webrtc.sessions import SessionRegistry, ViewerLimitReached
 
@@ -209,6 +210,7 @@ def create_app(cameras: dict, sessions: SessionRegistry, *, ice_servers: list[di
         web.options(resource, whep_options),
     ])
     add_recordings(app)
+    add_snapshot(app)
     if memory is not None:  # /metrics, /api/stats, /api/debug/tracemalloc
         app[MEMORY] = memory
         add_monitoring(app, cameras, sessions, memory, debug_api=debug_api)
