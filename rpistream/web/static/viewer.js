@@ -11,6 +11,9 @@
 // while the page is visible. A camera that is not live is shown across its
 // picture; the player keeps its connection meanwhile: the server holds it
 // open across a camera restart, and the video comes back by itself.
+// `recordings` is the last listing of the camera's recordings,
+// {recording, segments: [{name, start, duration, size, url}]} oldest first
+// (null until the player's Recordings panel is first opened).
 //
 // /?camera=a&camera=b shows only those cameras (a name the server does not
 // know gets a player too, which shows the server's refusal); a name given
@@ -37,6 +40,10 @@ const STALL_POLLS = 3;
 // the next one this long after the last answer.
 const HEALTH_POLL_MS = 2_000;
 const HEALTH_TIMEOUT_MS = 10_000;
+// A player's recordings are listed while its Recordings panel is open: on
+// opening, then this long after each answer; never while it is closed (nor
+// while the page is hidden).
+const RECORDINGS_POLL_MS = 10_000;
 // Answers another try cannot change: bad offer, unknown camera, wrong type.
 const PERMANENT_STATUS = new Set([400, 401, 404, 415]);
 
@@ -65,7 +72,8 @@ class Player {
     this.whep = new URL(camera?.whep ?? `/cameras/${encodeURIComponent(name)}/whep`,
       window.location.href).href;
     this.cameraError = camera?.error ?? null;
-    this.info = { state: "idle", error: null, connects: 0, frames: [], stats: {}, health: null };
+    this.info = { state: "idle", error: null, connects: 0, frames: [], stats: {}, health: null,
+      recordings: null };
     players[label] = this.info;
 
     const template = document.getElementById("player");
@@ -110,6 +118,7 @@ class Player {
     this.lastInbound = null;
     this.stalls = 0;
     this.watchFrames();
+    this.setUpRecordings();
     this.setHealth(camera?.health);
     setInterval(() => {
       this.pollStats();
@@ -332,6 +341,143 @@ class Player {
       `Camera ${h.state}${since}${h.reason ? `: ${h.reason}` : ""}${retry}${restarts}`;
   }
 
+  // --- recordings ------------------------------------------------------------
+
+  // The Recordings panel: the camera's segments, each to play in the panel's
+  // own <video> (the live picture goes on), download or delete, and a button
+  // to start or stop recording. An error stays in the panel until the next
+  // action or listing succeeds.
+  setUpRecordings() {
+    const panel = this.element.querySelector(".recordings");
+    this.recordingsPanel = panel;
+    this.segmentList = panel.querySelector(".segments");
+    this.segmentCount = panel.querySelector(".recordings-count");
+    this.recordingsError = panel.querySelector(".recordings-error");
+    this.recordButton = panel.querySelector(".toggle-recording");
+    this.playback = panel.querySelector(".playback");
+    this.recordingsTimer = null;
+    this.listings = 0; // bumped on every request: only the latest answer is shown
+    this.errors = { listing: null, action: null };
+    panel.addEventListener("toggle", () => {
+      clearTimeout(this.recordingsTimer);
+      if (panel.open) this.listRecordings();
+      else this.playback.pause();
+    });
+    this.recordButton.addEventListener("click", () => this.toggleRecording());
+    this.playback.addEventListener("error", () => this.playback.dataset.name
+      && this.showRecordingsError("action", `Cannot play ${this.playback.dataset.name}: ${
+        this.playback.error?.message || "the browser cannot decode it"}`));
+  }
+
+  async listRecordings() {
+    clearTimeout(this.recordingsTimer);
+    const listing = ++this.listings;
+    if (!document.hidden) {
+      try {
+        const response = await fetch(`/api/cameras/${encodeURIComponent(this.name)}/recordings`,
+          { cache: "no-store", signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+        if (!response.ok) throw new Error(await responseError(response));
+        const recordings = await response.json();
+        if (listing !== this.listings) return;
+        this.showRecordingsError("listing", null);
+        // Rows are rebuilt only when something changed: a button keeps focus.
+        if (JSON.stringify(recordings) !== JSON.stringify(this.info.recordings)) {
+          this.info.recordings = recordings;
+          this.renderRecordings();
+        }
+      } catch (error) {
+        if (listing !== this.listings) return;
+        this.showRecordingsError("listing", `Cannot list the recordings: ${error.message}`);
+      }
+    }
+    if (this.recordingsPanel.open) {
+      this.recordingsTimer = setTimeout(() => this.listRecordings(), RECORDINGS_POLL_MS);
+    }
+  }
+
+  showRecordingsError(kind, text) {
+    this.errors[kind] = text;
+    const shown = [this.errors.action, this.errors.listing].filter(Boolean).join("\n");
+    this.recordingsError.hidden = !shown;
+    this.recordingsError.textContent = shown;
+  }
+
+  // Newest first; the segment playing stays marked.
+  renderRecordings() {
+    const { recording, segments } = this.info.recordings;
+    this.recordButton.disabled = false;
+    this.recordButton.textContent = recording ? "Stop recording" : "Start recording";
+    this.recordButton.setAttribute("aria-pressed", String(recording));
+    this.segmentCount.textContent = `${segments.length} segment${segments.length === 1 ? "" : "s"}`;
+    this.segmentList.replaceChildren(...[...segments].reverse().map((segment) => {
+      const row = document.createElement("li");
+      row.dataset.name = segment.name;
+      row.classList.toggle("playing", this.playback.dataset.name === segment.name);
+      const text = document.createElement("span");
+      text.textContent = `${timeOfDay(segment.start - serverClockOffset)} · ${
+        formatDuration(segment.duration)} · ${formatSize(segment.size)}`;
+      const play = document.createElement("button");
+      play.type = "button";
+      play.textContent = "Play";
+      play.addEventListener("click", () => this.playRecording(segment));
+      const download = document.createElement("a");
+      download.href = segment.url;
+      download.download = segment.name;
+      download.textContent = "Download";
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "Delete";
+      remove.addEventListener("click", () => this.deleteRecording(segment, text.textContent));
+      row.append(text, play, download, remove);
+      return row;
+    }));
+  }
+
+  playRecording(segment) {
+    this.playback.hidden = false;
+    this.playback.dataset.name = segment.name;
+    this.playback.src = segment.url;
+    this.playback.play().catch(() => {}); // an error event says why
+    for (const row of this.segmentList.children) {
+      row.classList.toggle("playing", row.dataset.name === segment.name);
+    }
+  }
+
+  async deleteRecording(segment, description) {
+    if (!confirm(`Delete the recording ${description}?`)) return;
+    try {
+      const response = await fetch(segment.url, { method: "DELETE" });
+      // 404: already gone (retention took it).
+      if (!response.ok && response.status !== 404) throw new Error(await responseError(response));
+      this.showRecordingsError("action", null);
+      if (this.playback.dataset.name === segment.name) {
+        this.playback.removeAttribute("src");
+        delete this.playback.dataset.name;
+        this.playback.load();
+        this.playback.hidden = true;
+      }
+    } catch (error) {
+      this.showRecordingsError("action", `Cannot delete ${segment.name}: ${error.message}`);
+    }
+    this.listRecordings();
+  }
+
+  async toggleRecording() {
+    const start = !this.info.recordings?.recording;
+    this.recordButton.disabled = true;
+    try {
+      const response = await fetch(`/cameras/${encodeURIComponent(this.name)}/recording`,
+        { method: start ? "POST" : "DELETE" });
+      if (!response.ok) throw new Error(await responseError(response));
+      this.showRecordingsError("action", null);
+    } catch (error) {
+      this.showRecordingsError("action",
+        `Cannot ${start ? "start" : "stop"} recording: ${error.message}`);
+    }
+    this.recordButton.disabled = false;
+    this.listRecordings();
+  }
+
   // --- stats ---------------------------------------------------------------
 
   async pollStats() {
@@ -417,6 +563,23 @@ function timeOfDay(seconds) {
   const time = date.toTimeString().slice(0, 8);
   return date.toDateString() === new Date().toDateString()
     ? time : `${date.toLocaleDateString()} ${time}`;
+}
+
+// "1 min 0 s", "45 s".
+function formatDuration(seconds) {
+  const s = Math.round(seconds);
+  return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
+}
+
+// "29.8 MB", "812 kB" (SI units, as disks are sold).
+function formatSize(bytes) {
+  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(2)} GB`;
+  if (bytes >= 1e6) return `${(bytes / 1e6).toFixed(1)} MB`;
+  return `${Math.max(1, Math.round(bytes / 1e3))} kB`;
+}
+
+async function responseError(response) {
+  return `${response.status} ${response.statusText}: ${(await response.text()).trim()}`;
 }
 
 function hangUpSession(url) {
