@@ -19,13 +19,14 @@ SUDO=""
 
 ARM64_LOG=$(mktemp /tmp/rpistream-arm64-build.XXXXXX)
 # In a process group of its own, so that a failure here stops all of it.
-$SUDO setsid nice -n 19 ionice -c 3 ./scripts/prove-pi.sh trixie arm64 build > "$ARM64_LOG" 2>&1 &
-ARM64_BUILD=$!
-# setsid put it in an autogroup of its own (sched_autogroup_enabled, Debian's
+# setsid puts it in an autogroup of its own (sched_autogroup_enabled, Debian's
 # default), which the scheduler shares the CPUs with fairly whatever its
-# processes' nice: only the group's own nice lowers it (sched(7)). Without it the
-# build took a CPU from the browser tests (VP8 streams fell to 5 fps in CI).
-$SUDO sh -c "echo 19 > /proc/$ARM64_BUILD/autogroup" 2>/dev/null || true
+# processes' nice: only the group's own nice lowers it (sched(7)), set from
+# inside, once setsid has made the group. Without it the build took a CPU from
+# the browser tests (VP8 streams fell to 5 fps in CI).
+$SUDO setsid sh -c '{ echo 19 > /proc/self/autogroup; } 2>/dev/null
+    exec nice -n 19 ionice -c 3 ./scripts/prove-pi.sh trixie arm64 build' > "$ARM64_LOG" 2>&1 &
+ARM64_BUILD=$!
 # procps' kill: dash's own takes no process group ("Illegal number: -").
 trap '$SUDO /bin/kill -TERM -- "-$ARM64_BUILD" 2>/dev/null || true' EXIT
 
