@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 from av.video.frame import PictureType
 
+from disks import small_tmpfs
 from rpistream.record import Recorder, free_bytes, list_segments, names, recorder
 from rpistream.sources import blockcode
 from rpistream.sources.picture import MovingPicture
@@ -301,17 +301,8 @@ def test_a_full_queue_drops_to_the_next_keyframe(tmp_path, stopped, codec, bound
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB tmpfs, mounted for the test (needs root)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill (root needed): {result.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path, "4m") as mount:
         yield mount
-    finally:
-        # Lazy: a failed test may still hold a file open on it.
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 @pytest.mark.parametrize("codec", ["h264", "vp8"])

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 from av.video.frame import PictureType
 
+from disks import small_tmpfs
 from rpistream.record import (SegmentWriter, enforce_retention, list_segments, names, recover,
                               segments)
 from rpistream.sources import blockcode
@@ -432,17 +433,8 @@ def test_recover_leaves_alone_what_is_not_its_own(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs, mounted for the test (needs root)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill (root needed): {result.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path, "1m") as mount:
         yield mount
-    finally:
-        # Lazy: a failed test may still hold a file open on it.
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 @pytest.mark.parametrize("codec", ["h264", "vp8"])
