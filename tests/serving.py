@@ -1,9 +1,15 @@
-"""Run a real rpistream Server in the test's event loop, on loopback only."""
+"""Run a real rpistream Server, on loopback only: in the test's event loop, or as a process."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from rpistream.config import parse_config
 from rpistream.server import Server
@@ -50,3 +56,36 @@ async def serving(*cameras: dict, limits: dict | None = None, address: str = "12
 
 def base_url(server: Server) -> str:
     return f"http://{server.config.server.host}:{server.port}"
+
+
+SERVE_TIMEOUT = 30.0  # seconds for a server process to start serving, or to stop
+
+
+@contextlib.contextmanager
+def server_process(config: Path, log: Path, wrap=lambda argv: argv):
+    """`rpistream serve --config config` as a process of its own, its output
+    to the file `log` (a pipe nobody reads would fill and block it); `wrap`
+    may put its command line in another (e.g. a cgroup's). Yields (process,
+    base URL) once it serves. On the way out: SIGTERM, and it must exit 0
+    within SERVE_TIMEOUT, unless the test has already ended it. The config's
+    [server] host must be 127.0.0.1 (the URL it prints may say localhost,
+    which may be ::1 first)."""
+    with open(log, "w") as out:
+        process = subprocess.Popen(wrap([sys.executable, "-m", "rpistream", "serve",
+                                         "--config", str(config)]),
+                                   stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + SERVE_TIMEOUT
+        while not (match := re.search(r"is serving; open the viewer at http://[^/]+:(\d+)/",
+                                      log.read_text())):
+            assert process.poll() is None, f"the server ended:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"not serving yet:\n{log.read_text()}"
+            time.sleep(0.1)
+        yield process, f"http://127.0.0.1:{match.group(1)}"
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(SERVE_TIMEOUT) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
