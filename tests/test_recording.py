@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 
 import aiohttp
@@ -15,7 +13,7 @@ import av
 
 from rpistream.record import list_segments
 from rpistream.sources import blockcode
-from serving import base_url, camera, serving
+from serving import base_url, camera, server_process, serving
 from waiting import until
 from whep_client import WhepViewer
 
@@ -143,35 +141,18 @@ def test_kill_9_while_recording_loses_at_most_about_a_second(tmp_path):
         f'keyframe_interval = {KEYFRAME_INTERVAL}\n'
         f'[camera.record]\nenabled = true\ndirectory = "{recordings}"\n'
         'segment_seconds = 60\n')
+    log = tmp_path / "server.log"
     kills = []
     for _ in range(3):
-        server = subprocess.Popen([sys.executable, "-m", "rpistream", "serve", "--config",
-                                   str(config)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-        try:
-            while "rpistream is serving" not in server.stdout.readline():
-                assert server.poll() is None, "the server ended before serving"
+        with server_process(config, log) as (server, _):
             time.sleep(3.3)  # mid-fragment: keyframes every second
             kills.append(time.time())
             server.send_signal(signal.SIGKILL)
             server.wait(timeout=10)
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
-        log = server.stdout.read()
-        assert "Traceback" not in log, log
+        assert "Traceback" not in log.read_text(), log.read_text()
     assert len(list(recordings.glob("*.partial"))) == 1  # the last kill's, not yet recovered
-    # A last start recovers it; then stop cleanly.
-    server = subprocess.Popen([sys.executable, "-m", "rpistream", "serve", "--config",
-                               str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-    lines = []
-    while "rpistream is serving" not in (line := server.stdout.readline()):
-        lines.append(line)
-        assert server.poll() is None, "".join(lines)
-    server.send_signal(signal.SIGTERM)
-    assert server.wait(timeout=30) == 0
+    with server_process(config, log):
+        pass  # a last start recovers it; then a clean stop
     assert not any(recordings.glob("*.partial"))
     segments = list_segments(recordings)
     # Three recovered, and the last start's if it got to its first keyframe.
