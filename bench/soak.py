@@ -16,13 +16,17 @@ PNG plot into the output directory and prints:
 - slope_mb_per_h: least-squares slope of RSS over time after the warm-up;
 - reconnects: sessions the reconnecting viewer opened after its first.
 
+With --record the camera records all along (segments of 10 s, retention at
+RECORD_MAX_BYTES so that an hour stays on the disk's scale and retention
+runs too), into a temporary directory; the recorder's figures are added.
+
 Targets, at 60 minutes, 10 viewers and a reconnect every 10 s: slope ≤ 1 MB/h
 and peak ≤ baseline + 15 MB. A short run's slope says little (a few MB of
 allocator noise over two minutes extrapolates to tens of MB an hour); it is
 a quick look, not a verdict.
 
     python bench/soak.py [--minutes M] [--viewers V] [--reconnect-every S]
-                         [--small] [--out DIR] [--json] [--quick]
+                         [--small] [--record] [--out DIR] [--json] [--quick]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 from child import ROOT, Child, emit, run_if_child, stdin_lines
@@ -51,6 +56,11 @@ WARMUP_SHARE = 0.2
 WARMUP_MAX = 300.0  # seconds
 TARGET_SLOPE_MB_PER_H = 1.0
 TARGET_PEAK_OVER_BASELINE_MB = 15.0
+# --record: 10 s segments, so that even a quick run completes several; 20 MB
+# is about four minutes of the test pattern at 720p (its simple picture
+# makes ~0.65 Mbit/s), so retention deletes segments all through a long run.
+RECORD_SEGMENT_S = 10
+RECORD_MAX_BYTES = "20M"
 # Bounds on every wait, in seconds.
 START_TIMEOUT = 30.0  # a child up (imports, camera started)
 CONNECT_TIMEOUT = 20.0  # a viewer's first frame
@@ -83,14 +93,18 @@ def heap_figures() -> dict:
     return figures
 
 
-async def child_server(picture: dict) -> None:
+async def child_server(picture: dict, record_directory: str) -> None:
     from rpistream.config import parse_config
     from rpistream.webrtc.cycles import freeze_startup
     from rpistream.server import Server
 
+    record = {"enabled": True, "directory": record_directory,
+              "segment_seconds": RECORD_SEGMENT_S, "max_bytes": RECORD_MAX_BYTES,
+              "min_free_bytes": "1M"} if record_directory else {}
     config = parse_config({
         "server": {"host": "127.0.0.1", "port": 0, "ice_hosts": ["127.0.0.1"]},
-        "camera": [{"name": "cam0", "source": "testpattern", "codec": "h264", **picture}],
+        "camera": [{"name": "cam0", "source": "testpattern", "codec": "h264", **picture,
+                    "record": record}],
         "limits": {"max_viewers": 64, "max_viewers_per_camera": 64},
     })
     server = Server(config)
@@ -102,7 +116,9 @@ async def child_server(picture: dict) -> None:
         async for command in stdin_lines():
             if command["op"] == "stats":
                 broadcaster = server.cameras["cam0"].broadcaster
+                recorder = server.cameras["cam0"].recorder
                 emit({"sessions": server.sessions.count(),
+                      "recorder": recorder.stats() if recorder else None,
                       "viewers": len(broadcaster.viewers),
                       "frames": broadcaster.frames,
                       "disconnects": dict(server.sessions.disconnects),
@@ -227,7 +243,8 @@ async def child_viewers(url: str, count: int, reconnect_every: float) -> None:
 
 
 CHILD_ROLES = {
-    "server": lambda picture: child_server(json.loads(picture)),
+    "server": lambda picture, record_directory: child_server(json.loads(picture),
+                                                             record_directory),
     "viewers": lambda url, count, reconnect_every: child_viewers(url, int(count),
                                                                  float(reconnect_every)),
 }
@@ -262,7 +279,10 @@ async def run(args) -> dict:
     duration = args.minutes * 60
     interval = args.sample_every or max(1.0, min(5.0, duration / 60))
     picture = SMALL if args.small else LARGE
-    server = await start_child("server", json.dumps(picture))
+    record_directory = tempfile.TemporaryDirectory(prefix="rpistream-soak-") \
+        if args.record else None
+    server = await start_child("server", json.dumps(picture),
+                               record_directory.name if record_directory else "")
     viewers = None
     samples: list[tuple] = []  # one row of SAMPLE_COLUMNS each
     try:
@@ -291,6 +311,8 @@ async def run(args) -> dict:
         if viewers is not None:
             await viewers.stop()
         await server.stop()
+        if record_directory:
+            record_directory.cleanup()
     return {"samples": samples, "counts": counts, "stats": stats, "wall": wall,
             "picture": picture, "interval": interval}
 
@@ -338,6 +360,11 @@ def summarize(result: dict, args) -> dict:
         "targets": {"slope_mb_per_h": TARGET_SLOPE_MB_PER_H,
                     "peak_over_baseline_mb": TARGET_PEAK_OVER_BASELINE_MB},
     }
+    recorder = stats["recorder"]
+    if recorder:
+        figures["recording"] = {key: recorder[key] for key in (
+            "state", "segments", "segments_deleted", "frames_written", "frames_dropped",
+            "bytes_written", "queue_bytes_max", "write_ms_max")}
     figures["slope_met"] = slope <= TARGET_SLOPE_MB_PER_H
     figures["peak_met"] = peak - baseline <= TARGET_PEAK_OVER_BASELINE_MB
     return figures
@@ -350,7 +377,8 @@ def write_outputs(result: dict, figures: dict, out: str) -> tuple[str, str]:
 
     os.makedirs(out, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    stem = os.path.join(out, f"soak-{stamp}-{figures['viewers']}v")
+    stem = os.path.join(out, f"soak-{stamp}-{figures['viewers']}v"
+                              + ("-record" if "recording" in figures else ""))
     with open(stem + ".csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(SAMPLE_COLUMNS)
@@ -376,7 +404,8 @@ def write_outputs(result: dict, figures: dict, out: str) -> tuple[str, str]:
     ax.set_xlabel("minutes")
     ax.set_ylabel("RSS (MiB)")
     ax.set_title(f"rpistream soak: {figures['viewers']} viewers, one reconnecting every "
-                 f"{figures['reconnect_every_s']:g} s ({figures['reconnects']} reconnects)")
+                 f"{figures['reconnect_every_s']:g} s ({figures['reconnects']} reconnects)"
+                 + (", recording" if "recording" in figures else ""))
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -397,6 +426,9 @@ def main() -> None:
                              f"a reconnect every {QUICK['reconnect_every']:g} s")
     parser.add_argument("--small", action="store_true",
                         help="640x360 at 1 Mbit/s instead of 1280x720 at 4 Mbit/s")
+    parser.add_argument("--record", action="store_true",
+                        help=f"the camera records all along ({RECORD_SEGMENT_S} s segments, "
+                             f"retention at {RECORD_MAX_BYTES})")
     parser.add_argument("--sample-every", type=float, default=None, metavar="S",
                         help="seconds between RSS samples (default: 1-5, by run length)")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
@@ -422,6 +454,11 @@ def main() -> None:
           f"reconnects ({figures['reconnect_errors']} failed), steady viewers got "
           f"≥ {figures['steady_viewer_fps_min']} fps; sessions left on the server: "
           f"{figures['server_sessions_at_end']}")
+    if "recording" in figures:
+        rec = figures["recording"]
+        print(f"recording: {rec['state']}, {rec['segments']} segments "
+              f"({rec['segments_deleted']} deleted by retention), {rec['frames_written']} "
+              f"frames written, {rec['frames_dropped']} dropped")
     print(f"wrote {figures['csv']} and {figures['png']}")
     if args.json:
         print(json.dumps(figures))
