@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import signal
 import urllib.parse
@@ -36,7 +35,7 @@ class Server:
         # What a config without cameras gets depends on this machine: decided here.
         self.config = config = choose_default_camera(config)
         self.cameras: dict[str, Camera] = {}
-        ice_servers = [dataclasses.asdict(s) for s in config.server.ice_servers]
+        ice_servers = config.server.ice_servers
         self.sessions = SessionRegistry(ice_servers=ice_servers, limits=config.limits)
         self.memory = MemoryWatch(config.monitor, cameras=self.cameras, sessions=self.sessions)
         self.notifier = SystemdNotifier(self.status)

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from rpistream.config import parse_config
+from rpistream.config import parse_config, read_secrets
 from rpistream.server import Server
 
 # Test-pattern cameras small enough to encode quickly on two cores.
@@ -42,7 +42,7 @@ async def serving(*cameras: dict, limits: dict | None = None, address: str = "12
     }
     if not default_camera:
         data["camera"] = list(cameras) or [camera()]
-    config = parse_config(data)
+    config = read_secrets(parse_config(data), "the test's config")
     if default_camera:
         config = dataclasses.replace(config, cameras=tuple(
             dataclasses.replace(c, **SMALL) for c in config.cameras))

@@ -66,7 +66,7 @@ async def request(http, server, method, path, headers=None, data=None):
 def test_the_route_list_covers_the_known_routes():
     from rpistream.web.app import create_app
 
-    routes = set(every_route(create_app({}, None, ice_servers=[], max_body_bytes=65536)))
+    routes = set(every_route(create_app({}, None, ice_servers=(), max_body_bytes=65536)))
     assert {("GET", "/"), ("GET", "/static/viewer.js"), ("GET", "/api/cameras"),
             ("GET", "/healthz"), ("POST", "/cameras/cam0/whep"),
             ("OPTIONS", "/cameras/cam0/whep"), ("PATCH", "/cameras/cam0/whep/no-such-session"),

@@ -143,7 +143,7 @@ ERRORS = [
     ({"camera": [{"source": "file", "options": {"path": "/a.h264", "lop": True}}]},
      r'^camera\[0\].options.lop: unknown key \(did you mean "loop"\?\); allowed keys: path, loop$'),
     ({"server": {"ice_servers": [{"urls": "stun:x", "user": "u"}]}},
-     r"^server.ice_servers\[0\].user: unknown key .*allowed keys: urls, username, credential$"),
+     r"^server.ice_servers\[0\].user: unknown key .*allowed keys: urls, username, credential, secret_file, credential_lifetime$"),
     # wrong types
     ({"server": {"port": "8080"}}, r'^server.port = "8080": must be an integer from 0 to 65535$'),
     ({"server": {"port": True}}, r"^server.port = true: must be an integer from 0 to 65535$"),
@@ -243,13 +243,23 @@ ERRORS = [
     ({"server": {"ice_servers": [{"urls": ["stun:a", "http://b"]}]}},
      r'^server.ice_servers\[0\].urls = \["stun:a", "http://b"\]: must be a STUN or TURN URL'),
     ({"server": {"ice_servers": [{"urls": "turn:t.example.org", "username": "u"}]}},
-     r'^server.ice_servers\[0\].urls = \["turn:t.example.org"\]: TURN servers need both '
-     r"username and credential$"),
+     r'^server.ice_servers\[0\].urls = \["turn:t.example.org"\]: TURN servers need '
+     r"username and credential, or secret_file$"),
+    ({"server": {"ice_servers": [{"urls": "stun:s.example.org", "secret_file": "/s"}]}},
+     r'^server.ice_servers\[0\].secret_file = "/s": only TURN servers take a secret'),
+    ({"server": {"ice_servers": [{"urls": "turn:t", "username": "u", "credential": "p",
+                                  "secret_file": "/s"}]}},
+     r'^server.ice_servers\[0\].credential = "p": give either credential \(static\) or '
+     r"secret_file \(time-limited credentials\), not both$"),
+    ({"server": {"ice_servers": [{"urls": "turn:t", "secret_file": "/s",
+                                  "credential_lifetime": 60}]}},
+     r"^server.ice_servers\[0\].credential_lifetime = 60: must be a number of seconds from "
+     r"600 to 604800$"),
     ({"server": {"ice_servers": [{}]}},
      r"^server.ice_servers\[0\].urls: missing; must be a STUN or TURN URL"),
     ({"server": {"ice_servers": {"urls": "stun:x"}}},
      r"^server.ice_servers = \{ urls = \"stun:x\" \}: must be an array, each item a table with "
-     r"keys urls, username, credential$"),
+     r"keys urls, username, credential, secret_file, credential_lifetime$"),
     # [monitor]
     ({"monitor": {"sample_interval": 1}},
      r"^monitor.sample_interval = 1: must be a number of seconds from 5 to 600$"),
@@ -495,6 +505,21 @@ def test_token_file_is_read_when_no_token_is_set(tmp_path):
     assert load_config(str(config_file)).server.token == "a-generated-token-of-32-chars-xx"
     config_file.write_text(f'[server]\ntoken = "the-token-in-the-config"\ntoken_file = "{token}"\n')
     assert load_config(str(config_file)).server.token == "the-token-in-the-config"
+
+
+def test_a_turn_secret_is_read_from_its_file_and_never_shown(tmp_path):
+    secret = tmp_path / "turn-secret"
+    secret.write_text("the-shared-secret-of-coturn\n")
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[[server.ice_servers]]\nurls = "turn:t.example.org"\n'
+                           f'secret_file = "{secret}"\n')
+    (ice,) = load_config(str(config_file)).server.ice_servers
+    assert ice.secret == "the-shared-secret-of-coturn" and ice.credential_lifetime == 86400
+    assert "the-shared-secret" not in repr(ice)
+    secret.write_text("short")
+    with pytest.raises(ConfigError, match=r"server.ice_servers\[0\].secret_file = \".*\": "
+                                          r"holds 5 characters; a TURN secret needs at least 16"):
+        load_config(str(config_file))
 
 
 @pytest.mark.parametrize("content, message", [

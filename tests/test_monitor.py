@@ -66,7 +66,7 @@ def watch_with(series, **config):
     clock = Clock()
     state = {"i": 0}
     watch = MemoryWatch(MonitorConfig(**config), cameras={},
-                        sessions=SessionRegistry(ice_servers=[], limits=LimitsConfig()),
+                        sessions=SessionRegistry(ice_servers=(), limits=LimitsConfig()),
                         read_rss=lambda: series(state["i"]), clock=clock)
 
     def run(samples):

@@ -7,18 +7,18 @@ rpistream:
 
     values   the value-type framework: typed keys, bounds, ConfigError
     schema   the sections and their keys, with help and the reasons for bounds
-    loader   TOML reading, file and token-file errors, `--camera` specs
+    loader   TOML reading, file and secret-file errors, `--camera` specs
     example  config.example.toml (`python -m rpistream.config`)
 
 Here are the names the rest of rpistream uses.
 """
 
 from rpistream.config.loader import (DEFAULT_CONFIG_PATH, load_config, parse_camera_spec,
-                                     parse_config, resolve_config_path)
+                                     parse_config, read_secrets, resolve_config_path)
 from rpistream.config.schema import (CameraConfig, Config, FileOptions, LimitsConfig,
                                      MonitorConfig, Picamera2Options)
 from rpistream.config.values import ConfigError
 
 __all__ = ["DEFAULT_CONFIG_PATH", "CameraConfig", "Config", "ConfigError", "FileOptions",
            "LimitsConfig", "MonitorConfig", "Picamera2Options", "load_config",
-           "parse_camera_spec", "parse_config", "resolve_config_path"]
+           "parse_camera_spec", "parse_config", "read_secrets", "resolve_config_path"]

@@ -94,29 +94,45 @@ def load_config(path: str | None = None, overrides: dict | None = None, *,
     if overrides:
         data = merge(data, overrides)
         source += " and the command line"
-    config = parse_config(data, source, labels=labels)
+    return read_secrets(parse_config(data, source, labels=labels), source)
+
+
+def read_secrets(config: Config, source: str) -> Config:
+    """`config` with the secrets its files hold: the access token (unless
+    the config gives one) and each TURN server's shared secret."""
     server = config.server
     if server.token is None and server.token_file is not None:
-        config = dataclasses.replace(config, server=dataclasses.replace(
-            server, token=read_token_file(server.token_file, source)))
-    return config
+        server = dataclasses.replace(server, token=read_secret_file(
+            server.token_file, "server.token_file", "a token", source))
+    server = dataclasses.replace(server, ice_servers=tuple(
+        dataclasses.replace(ice, secret=read_secret_file(
+            ice.secret_file, f"server.ice_servers[{i}].secret_file", "a TURN secret", source))
+        if ice.secret_file is not None else ice
+        for i, ice in enumerate(server.ice_servers)))
+    return dataclasses.replace(config, server=server)
 
 
-def read_token_file(path: str, source: str) -> str:
-    """The token in `path`, or a ConfigError saying what is wrong with the file."""
+# A token or a shared secret this short could be guessed, or found from
+# credentials minted with it by trying every value.
+SECRET_MIN_CHARACTERS = 16
+
+
+def read_secret_file(path: str, key: str, what: str, source: str) -> str:
+    """The secret in `path` (surrounding white space removed), or a
+    ConfigError saying what is wrong with the file. The secret itself never
+    appears in a message."""
+    where = f"{key} = {show(path, 200)}"
     try:
         with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
+            secret = f.read().strip()
     except OSError as e:
-        raise ConfigError(source, [f"server.token_file = {show(path, 200)}: cannot read "
-                                   f"it: {e.strerror}"]) from None
+        raise ConfigError(source, [f"{where}: cannot read it: {e.strerror}"]) from None
     except UnicodeDecodeError:
-        raise ConfigError(source, [f"server.token_file = {show(path, 200)}: not UTF-8 "
-                                   f"text"]) from None
-    if len(token) < 16:
-        raise ConfigError(source, [f"server.token_file = {show(path, 200)}: holds "
-                                   f"{len(token)} characters; a token needs at least 16"])
-    return token
+        raise ConfigError(source, [f"{where}: not UTF-8 text"]) from None
+    if len(secret) < SECRET_MIN_CHARACTERS:
+        raise ConfigError(source, [f"{where}: holds {len(secret)} characters; {what} needs "
+                                   f"at least {SECRET_MIN_CHARACTERS}"])
+    return secret
 
 
 def parse_camera_spec(spec: str) -> dict:

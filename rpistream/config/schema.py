@@ -21,16 +21,47 @@ from rpistream.config.values import (INVALID, Bitrate, Bool, ByteSize, Choice, I
 
 @dataclass(frozen=True, kw_only=True)
 class IceServer(Section):
-    urls: tuple[str, ...] = key(IceUrls(), "Server URL(s), e.g. \"stun:stun.example.org:3478\".")
-    username: str | None = key(Str(), "User name (TURN only).", None)
-    credential: str | None = key(Str(), "Password (TURN only).", None)
+    urls: tuple[str, ...] = key(
+        IceUrls(),
+        "Server URL(s), e.g. \"stun:stun.example.org:3478\", or for TURN over UDP, "
+        "TCP and TLS [\"turn:t.example.org:3478?transport=udp\", "
+        "\"turn:t.example.org:3478?transport=tcp\", \"turns:t.example.org:5349\"].")
+    username: str | None = key(
+        Str(), "TURN: the user name; with secret_file, the name in each minted user name.",
+        None)
+    credential: str | None = key(Str(), "TURN: the password (static credentials).", None)
+    secret_file: str | None = key(
+        Str(described="the path of a file that holds the secret"),
+        "TURN: a file holding the secret shared with the TURN server (coturn's "
+        "static-auth-secret with use-auth-secret). Each viewer then gets its own "
+        "credentials, valid for credential_lifetime (the TURN REST API), instead of "
+        "a password that never expires. Read at startup; never logged.",
+        None, example="/etc/rpistream/turn-secret")
+    # Bounds: under 10 minutes a relay would lose its allocation at its first
+    # refresh (RFC 8656 §7: allocations live 10 minutes unless refreshed, and a
+    # refresh is authenticated with the same credentials); over a week a
+    # leaked credential is good for too long. Default a day: a page watched
+    # longer reconnects, and gets new credentials then.
+    credential_lifetime: float = key(
+        Seconds(600, 7 * 86400),
+        "TURN with secret_file: seconds a viewer's credentials stay valid.", 86400.0)
+    # The secret_file's content, read by the loader (rpistream/config/loader.py);
+    # not a key, and never shown.
+    secret: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @staticmethod
     def problems(values):
+        turn = any(u.startswith("turn") for u in values.get("urls", ()))
+        static = values.get("username") is not None and values.get("credential") is not None
+        if values.get("secret_file") is not None:
+            if not turn:
+                yield "secret_file", "only TURN servers take a secret (their URLs start with turn)"
+            if values.get("credential") is not None:
+                yield "credential", ("give either credential (static) or secret_file "
+                                     "(time-limited credentials), not both")
         # RFC 8656 §9.2: TURN allocations are authenticated; STUN binding is not.
-        if (any(u.startswith("turn") for u in values.get("urls", ()))
-                and (values.get("username") is None or values.get("credential") is None)):
-            yield "urls", "TURN servers need both username and credential"
+        elif turn and not static:
+            yield "urls", "TURN servers need username and credential, or secret_file"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,14 +86,19 @@ class ServerConfig(Section):
         (), example=("192.168.1.20",))
     ice_servers: tuple[IceServer, ...] = key(
         ListOf(Table(IceServer)),
-        "STUN and TURN servers, for viewers outside this network. Each is "
-        "{ urls = \"stun:...\" | \"turn:...\" | [...], username = \"...\", "
-        "credential = \"...\" }; TURN needs username and credential. Empty: on "
-        "a LAN host candidates are enough, and a default public STUN server "
-        "would make every connection depend on the internet.",
+        "STUN and TURN servers, for viewers outside this network; viewers get "
+        "them with the access token. Each is { urls = \"stun:...\" | \"turn:...\" | "
+        "[...], username = \"...\", credential = \"...\" }; TURN needs username "
+        "and credential, or secret_file = \"/path\" (the secret shared with "
+        "coturn's use-auth-secret: each viewer gets credentials valid for "
+        "credential_lifetime seconds, a day by default). Empty: on a LAN host "
+        "candidates are enough, and a default public STUN server would make "
+        "every connection depend on the internet.",
         (), example=(IceServer(urls=("stun:stun.example.org:3478",)),
                      IceServer(urls=("turn:turn.example.org:3478",),
-                               username="pi", credential="secret")))
+                               username="pi", credential="secret"),
+                     IceServer(urls=("turn:turn.example.org?transport=tcp",),
+                               secret_file="/etc/rpistream/turn-secret")))
     token: str | None = key(
         Str(min_len=16),
         "Access token viewers must present. Not set: anyone who can reach the "

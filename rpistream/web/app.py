@@ -13,6 +13,7 @@ from rpistream.web.monitoring import add_monitoring
 from rpistream.web.ratelimit import OfferRateLimit, retry_after
 from rpistream.web.recordings import add_recordings
 from rpistream.web.snapshot import add_snapshot
+from rpistream.webrtc.ice_servers import link_header, session_ice_servers
 from rpistream.webrtc.session import OfferError, describe_failure
 from rpistream.webrtc.sessions import SessionRegistry, ViewerLimitReached
 
@@ -30,7 +31,7 @@ CORS_HEADERS = {
     "Access-Control-Expose-Headers": "Location, Link, ETag",
 }
 SESSIONS = web.AppKey("sessions", SessionRegistry)
-ICE_SERVERS = web.AppKey("ice_servers", list)
+ICE_SERVERS = web.AppKey("ice_servers", tuple)  # config IceServer tables
 OFFER_RATE = web.AppKey("offer_rate", OfferRateLimit)
 MEMORY = web.AppKey("memory", object)  # rpistream.monitor.memory.MemoryWatch
 
@@ -122,12 +123,15 @@ async def whep_post(request: web.Request) -> web.Response:
         await session.close("negotiation failed")
         raise
     location = f"/cameras/{camera.name}/whep/{session.id}"
-    links = [f'<{url}>; rel="ice-server"' for server in request.app[ICE_SERVERS]
-             for url in ([server["urls"]] if isinstance(server["urls"], str) else server["urls"])]
-    headers = {"Location": location}
-    if links:
-        headers["Link"] = ", ".join(links)
-    return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
+    return web.Response(status=201, text=answer, content_type=SDP,
+                        headers={"Location": location, **ice_server_links(request)})
+
+
+def ice_server_links(request: web.Request) -> dict:
+    """A Link header with the ICE servers (RFC 9725 §4.6), TURN credentials
+    minted for this request, for a request that passed the access token."""
+    link = link_header(session_ice_servers(request.app[ICE_SERVERS]))
+    return {"Link": link} if link else {}
 
 
 async def whep_delete(request: web.Request) -> web.Response:
@@ -156,7 +160,16 @@ async def whep_patch(request: web.Request) -> web.Response:
 
 
 async def whep_options(request: web.Request) -> web.Response:
+    """The ICE servers before the offer (RFC 9725 §4.6), so that a client
+    gathers with them and connects once. Not to a CORS preflight: it carries
+    no token (rpistream/web/auth.py), and credentials go only with one."""
     camera_or_404(request)
+    preflight = "Access-Control-Request-Method" in request.headers
+    return web.Response(status=204, headers={} if preflight else ice_server_links(request))
+
+
+async def whep_session_options(request: web.Request) -> web.Response:
+    session_or_404(request)
     return web.Response(status=204)
 
 
@@ -185,7 +198,7 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
-def create_app(cameras: dict, sessions: SessionRegistry, *, ice_servers: list[dict],
+def create_app(cameras: dict, sessions: SessionRegistry, *, ice_servers: tuple,
                max_body_bytes: int, token: str | None = None,
                offer_rate: OfferRateLimit | None = None, memory=None,
                debug_api: bool = False) -> web.Application:
@@ -207,7 +220,7 @@ def create_app(cameras: dict, sessions: SessionRegistry, *, ice_servers: list[di
         web.options(whep, whep_options),
         web.delete(resource, whep_delete),
         web.patch(resource, whep_patch),
-        web.options(resource, whep_options),
+        web.options(resource, whep_session_options),
     ])
     add_recordings(app)
     add_snapshot(app)

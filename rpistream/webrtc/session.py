@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 from aiortc import (
     RTCConfiguration,
-    RTCIceServer,
     RTCPeerConnection,
     RTCRtpCodecParameters,
     RTCSessionDescription,
 )
 
 from rpistream.webrtc import aiortc_internals
+from rpistream.webrtc.ice_servers import SessionIceServer, rtc_ice_servers
 from rpistream.webrtc.viewer import Viewer, ViewerParameters
 
 logger = logging.getLogger("rpistream.session")
@@ -171,7 +171,7 @@ class PeerSession:
     `close()`, which releases both and tells the owner via `on_closed`.
     """
 
-    def __init__(self, camera, *, ice_servers: list[dict], ice_timeout: float,
+    def __init__(self, camera, *, ice_servers: list[SessionIceServer], ice_timeout: float,
                  queue_frames: int, slow_timeout: float,
                  on_closed: Callable[[PeerSession], None]):
         self.id = secrets.token_urlsafe(16)
@@ -187,9 +187,7 @@ class PeerSession:
         self._closing: asyncio.Task | None = None
         self._ice_timer: asyncio.TimerHandle | None = None
         self._dtls = None
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[
-            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
-            for s in ice_servers]))
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=rtc_ice_servers(ice_servers)))
         self.pc.on("connectionstatechange", self._on_state)
 
     async def answer(self, offer_sdp: str) -> str:

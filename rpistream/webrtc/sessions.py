@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from rpistream.webrtc.cycles import CycleCollector
+from rpistream.webrtc.ice_servers import session_ice_servers
 from rpistream.webrtc.session import PeerSession
 
 
@@ -23,8 +24,8 @@ class SessionRegistry:
     """The one owner of every PeerSession. A session leaves the registry when
     it closes, whatever closed it."""
 
-    def __init__(self, *, ice_servers: list[dict], limits):
-        self._ice_servers = ice_servers
+    def __init__(self, *, ice_servers, limits):
+        self._ice_servers = ice_servers  # config IceServer tables
         self._limits = limits
         self.sessions: dict[str, PeerSession] = {}
         self.disconnects: dict[str, int] = {}  # close reason -> count, for stats
@@ -48,7 +49,8 @@ class SessionRegistry:
                 f"camera {camera.name!r} has its maximum of "
                 f"{limits.max_viewers_per_camera} viewers")
         session = PeerSession(
-            camera, ice_servers=self._ice_servers, ice_timeout=limits.ice_timeout,
+            camera, ice_servers=session_ice_servers(self._ice_servers),
+            ice_timeout=limits.ice_timeout,
             queue_frames=limits.viewer_queue_frames, slow_timeout=limits.slow_viewer_timeout,
             on_closed=self._closed)
         self.sessions[session.id] = session

@@ -20,6 +20,7 @@
 // twice gets a second player, "a (2)", another viewer of the same camera.
 
 import { COLUMNS, ROWS, cellSize, readBlockCode } from "./blockcode.js";
+import { describeIceError, parseIceServers } from "./ice.js";
 
 // 300 frames: 10 s at 30 fps, enough to check continuity and latency; a page
 // left open for months keeps the same memory.
@@ -31,7 +32,7 @@ const STABLE_MS = 60_000; // a connection that lasted this long resets the backo
 // missed); "failed" does not.
 const DISCONNECTED_GRACE_MS = 3_000;
 const ICE_GATHERING_TIMEOUT_MS = 5_000; // then send the candidates we have
-const POST_TIMEOUT_MS = 15_000;
+const POST_TIMEOUT_MS = 15_000; // the OPTIONS before it too
 const STATS_INTERVAL_MS = 1_000;
 // Stats polls without a decoded frame, connection up, before the player says
 // the camera sends nothing (a failing camera does not end the connection).
@@ -49,10 +50,6 @@ const PERMANENT_STATUS = new Set([400, 401, 404, 415]);
 
 const players = {};
 window.rpistream = { players };
-
-// ICE servers for new connections: none (media stays on the LAN) until the
-// server names some in a Link header, as WHIP (RFC 9725) does for WHEP too.
-let iceServers = [];
 
 // The server's clock minus this page's, in seconds, from the Date header of
 // /api/cameras (whole seconds, hence ignored under 2 s): health times are the
@@ -109,6 +106,7 @@ class Player {
 
     this.pc = null;
     this.session = null; // the WHEP session URL (Location), to hang up
+    this.iceErrors = new Map(); // STUN/TURN URL -> what went wrong with it, this connection
     this.attempt = 0; // bumped on every hang-up: stale callbacks check it
     this.backoff = BACKOFF_FIRST_MS;
     this.connectedAt = 0;
@@ -145,13 +143,28 @@ class Player {
     const previous = this.info.error;
     this.setState("connecting", previous ? `${previous}\nReconnecting…`
       : this.cameraError ? null : "Connecting…", !!previous);
+    // The STUN/TURN servers first, so that this offer gathers with them: the
+    // server names them in a Link header to an OPTIONS (RFC 9725 §4.6), with
+    // TURN credentials minted for this connection.
+    let iceServers;
+    try {
+      iceServers = await this.fetchIceServers();
+    } catch (error) {
+      if (current()) this.drop(error.message, error.permanent);
+      return;
+    }
+    if (!current()) return;
     const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
+    this.iceErrors = new Map();
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.ontrack = (event) => {
       this.video.srcObject = event.streams[0] ?? new MediaStream([event.track]);
     };
     pc.onconnectionstatechange = () => current() && this.onConnectionState(pc.connectionState);
+    pc.onicecandidateerror = (event) => {
+      if (current() && event.url) this.iceErrors.set(event.url, describeIceError(event));
+    };
 
     let response, body;
     try {
@@ -181,20 +194,26 @@ class Player {
       return;
     }
     this.session = session;
-    const servers = parseIceServers(response.headers.get("Link"));
-    if (servers.length && JSON.stringify(servers) !== JSON.stringify(iceServers)) {
-      // The server wants STUN/TURN that this offer did not gather with, and
-      // it does not do ICE restarts: start again with them, at once.
-      iceServers = servers;
-      this.hangUp();
-      this.connect();
-      return;
-    }
     try {
       await pc.setRemoteDescription({ type: "answer", sdp: body });
     } catch (error) {
       if (current()) this.drop(`The server's answer was refused: ${error.message}`, true);
     }
+  }
+
+  async fetchIceServers() {
+    let response;
+    try {
+      response = await fetch(this.whep, {
+        method: "OPTIONS", signal: AbortSignal.timeout(POST_TIMEOUT_MS) });
+    } catch (error) {
+      throw new Error(`Cannot reach the server: ${error.message}`);
+    }
+    if (response.ok) return parseIceServers(response.headers.get("Link"));
+    const failure = new Error(
+      `${response.status} ${response.statusText}: ${(await response.text()).trim()}`);
+    failure.permanent = PERMANENT_STATUS.has(response.status);
+    throw failure;
   }
 
   onConnectionState(state) {
@@ -205,7 +224,10 @@ class Player {
       this.info.error = null;
       if (this.info.state !== "playing") this.setState("connected", "Waiting for video…");
     } else if (state === "failed") {
-      this.drop("The connection failed");
+      // With a relay that failed, that is the reason the connection did.
+      const relay = [...this.iceErrors.values()];
+      this.drop(relay.length ? `The connection failed: ${relay.join("; ")}`
+        : "The connection failed");
     } else if (state === "disconnected") {
       this.dropTimer = setTimeout(() => this.drop("The connection was lost"),
         DISCONNECTED_GRACE_MS);
@@ -599,27 +621,6 @@ function iceGatheringComplete(pc, timeoutMs) {
     const timer = setTimeout(done, timeoutMs);
     pc.addEventListener("icegatheringstatechange", check);
   });
-}
-
-// RFC 8288 Link header, as WHIP servers send ICE servers:
-// <turn:turn.example.net?transport=udp>; rel="ice-server"; username="u"; credential="p"
-export function parseIceServers(link) {
-  const servers = [];
-  for (const part of (link ?? "").split(/,(?=\s*<)/)) {
-    const match = part.match(/^\s*<([^>]*)>(.*)$/);
-    if (!match) continue;
-    const params = {};
-    for (const param of match[2].split(";")) {
-      const kv = param.match(/^\s*([\w-]+)\s*=\s*"?([^"]*)"?\s*$/);
-      if (kv) params[kv[1].toLowerCase()] = kv[2];
-    }
-    if (params.rel !== "ice-server") continue;
-    const server = { urls: match[1] };
-    if (params.username) server.username = params.username;
-    if (params.credential) server.credential = params.credential;
-    servers.push(server);
-  }
-  return servers;
 }
 
 async function loadCameras(status) {
