@@ -1,5 +1,6 @@
-"""Two test hosts on this machine: network namespaces joined by a veth pair,
-with random loss injected on one side. Everything is created by the test and
+"""Test hosts on this machine: network namespaces joined by veth pairs (two
+hosts with random loss injected on one side; or a viewer and a camera that
+reach each other only through a relay host). Everything is created by the test and
 deleted when it ends; no traffic leaves the machine.
 
 docs/DESIGN.md §7: the kernel here has no netem; random loss works with nftables in
@@ -90,32 +91,97 @@ class Link:
     def in_server(self):
         """Run this thread (and what it starts: sockets, child processes) in the
         server namespace, then come back."""
-        with self._in(self.server):
+        with _in_namespace(self.server):
             yield
 
     @contextlib.contextmanager
     def in_client(self):
         """As `in_server`, in the client namespace: a socket opened meanwhile
         stays in it (for an in-process client on the far side of the link)."""
-        with self._in(self.client):
+        with _in_namespace(self.client):
             yield
-
-    @contextlib.contextmanager
-    def _in(self, namespace: str):
-        with open("/proc/thread-self/ns/net") as home, \
-                open(f"/run/netns/{namespace}") as target:
-            if _libc.setns(target.fileno(), CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns to namespace {namespace} failed")
-            try:
-                yield
-            finally:
-                if _libc.setns(home.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns back failed")
 
     def client_wrapper(self, directory: Path, program: str) -> Path:
         """An executable that runs `program` in the client namespace."""
-        wrapper = directory / f"{Path(program).name}-in-{self.client}"
-        wrapper.write_text("#!/bin/sh\nexec " + " ".join(inside(self.client, program))
-                           + ' "$@"\n')
-        wrapper.chmod(0o755)
-        return wrapper
+        return _wrapper(directory, self.client, program)
+
+
+class Relayed:
+    """A viewer and a camera that cannot reach each other, and a relay host
+    that both can: three namespaces, a veth pair from the relay host to each.
+    The relay host answers on one service address (on its loopback; both
+    route it through their veth) and forwards nothing between its links, so
+    media can only go through a TURN server there, and HTTP through a TCP
+    forwarder there (where a reverse proxy or port forward would be)."""
+
+    def __init__(self, tag: str):
+        unique, pid = os.getpid() % 250, os.getpid()
+        self.viewer, self.camera, self.relay = (f"rp{role}{tag}{pid}"[:15] for role in "vcr")
+        self.relay_viewer_ip, self.viewer_ip = f"10.214.{unique}.1", f"10.214.{unique}.2"
+        self.relay_camera_ip, self.camera_ip = f"10.214.{unique}.5", f"10.214.{unique}.6"
+        self.service_ip = f"10.214.{unique}.9"
+        self.veths = {side: (f"v{pid}{side}r"[:15], f"v{pid}{side}"[:15]) for side in "vc"}
+
+    def __enter__(self) -> Relayed:
+        try:
+            for ns in (self.viewer, self.camera, self.relay):
+                run("ip", "netns", "add", ns)
+                run(*inside(ns, "ip", "link", "set", "lo", "up"))
+            run(*inside(self.relay, "ip", "addr", "add", f"{self.service_ip}/32", "dev", "lo"))
+            for side, ns, ip, relay_ip in (("v", self.viewer, self.viewer_ip,
+                                            self.relay_viewer_ip),
+                                           ("c", self.camera, self.camera_ip,
+                                            self.relay_camera_ip)):
+                relay_end, end = self.veths[side]
+                run("ip", "link", "add", relay_end, "netns", self.relay, "type", "veth",
+                    "peer", "name", end, "netns", ns)
+                for where, dev, address in ((self.relay, relay_end, relay_ip), (ns, end, ip)):
+                    run(*inside(where, "ip", "addr", "add", f"{address}/30", "dev", dev))
+                    run(*inside(where, "ip", "link", "set", dev, "up"))
+                run(*inside(ns, "ip", "route", "add", f"{self.service_ip}/32", "via", relay_ip))
+            run(*inside(self.relay, "nft", "add", "table", "inet", "block"))
+            run(*inside(self.relay, "nft", "add", "chain", "inet", "block", "input",
+                        "{ type filter hook input priority 0 ; }"))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for ns in (self.viewer, self.camera, self.relay):  # the veth pairs go with them
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+    def block_viewer_udp(self) -> None:
+        """The relay host drops all UDP from the viewer's side (an office
+        firewall that lets only TCP out)."""
+        run(*inside(self.relay, "nft", "add", "rule", "inet", "block", "input", "iifname",
+                    self.veths["v"][0], "meta", "l4proto", "udp", "drop"))
+
+    @contextlib.contextmanager
+    def in_camera(self):
+        """Run this thread (and the sockets it opens) in the camera's namespace."""
+        with _in_namespace(self.camera):
+            yield
+
+    def viewer_wrapper(self, directory: Path, program: str) -> Path:
+        """An executable that runs `program` in the viewer's namespace."""
+        return _wrapper(directory, self.viewer, program)
+
+
+@contextlib.contextmanager
+def _in_namespace(namespace: str):
+    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{namespace}") as target:
+        if _libc.setns(target.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns to namespace {namespace} failed")
+        try:
+            yield
+        finally:
+            if _libc.setns(home.fileno(), CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back failed")
+
+
+def _wrapper(directory: Path, namespace: str, program: str) -> Path:
+    wrapper = directory / f"{Path(program).name}-in-{namespace}"
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(inside(namespace, program)) + ' "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper

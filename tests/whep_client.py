@@ -78,3 +78,34 @@ def missing_frames(codes: list[tuple[int, int]]) -> int:
     """Frames skipped between the first and last decoded (the block code counts every frame)."""
     numbers = frame_numbers(codes)
     return (numbers[-1] - numbers[0] + 1) - len(set(numbers)) if numbers else 0
+
+
+async def watch(url: str, frames: int, token: str | None, timeout: float) -> dict:
+    """Connect to `url` (a WHEP endpoint), decode `frames` frames, hang up."""
+    base_url, camera = url.split("/cameras/")
+    viewer = WhepViewer(base_url, camera.split("/")[0])
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        try:
+            await viewer.connect(http)
+            await viewer.wait_frames(frames, timeout)
+        finally:
+            status = await viewer.hang_up(http) if viewer.location else None
+    return {"frames": viewer.frames, "missing": missing_frames(viewer.codes),
+            "hang_up": status}
+
+
+if __name__ == "__main__":
+    # A viewer as a process of its own (in another network namespace):
+    #     python whep_client.py URL [--frames N] [--token T] [--timeout S]
+    # prints one JSON line: frames decoded, frames missing, the DELETE's status.
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--token")
+    parser.add_argument("--timeout", type=float, default=20.0)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(watch(args.url, args.frames, args.token, args.timeout))))

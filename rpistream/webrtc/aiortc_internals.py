@@ -13,6 +13,7 @@ import importlib.metadata
 from collections.abc import Awaitable, Callable
 
 import aioice.ice
+import aioice.turn
 import aiortc.clock
 import aiortc.exceptions
 import aiortc.rtcpeerconnection
@@ -139,6 +140,12 @@ def datagram_sender(dtls: RTCDtlsTransport) -> Callable[[bytes], int]:
     connection = dtls.transport._connection
     pair = connection._nominated[1]
     transport = pair.protocol.transport
+    # A relayed pair (our own TURN allocation, RFC 8656) sends through
+    # aioice's TurnTransport, which has neither get_write_buffer_size() nor
+    # is_closing(): the socket to the TURN server under it has both (TCP's
+    # buffer fills when the TURN server falls behind).
+    under = (transport._TurnTransport__inner_protocol.transport
+             if isinstance(transport, aioice.turn.TurnTransport) else transport)
     address = pair.remote_addr
     srtp = dtls._tx_srtp
 
@@ -147,7 +154,7 @@ def datagram_sender(dtls: RTCDtlsTransport) -> Callable[[bytes], int]:
         # session's close is on its way) takes nothing. Python 3.11's sendto()
         # on a closed unconnected datagram transport raises AttributeError,
         # which would end the camera's fan-out of that frame for every viewer.
-        if transport.get_write_buffer_size() or transport.is_closing():
+        if under.get_write_buffer_size() or under.is_closing():
             return 0
         # RFC 5761 §4: a second byte of 192-223 (RTCP packet types) is RTCP.
         protected = (srtp.protect_rtcp(packet) if 192 <= packet[1] <= 223

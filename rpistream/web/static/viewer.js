@@ -11,6 +11,9 @@
 // while the page is visible. A camera that is not live is shown across its
 // picture; the player keeps its connection meanwhile: the server holds it
 // open across a camera restart, and the video comes back by itself.
+// `iceErrors` says what went wrong with each STUN/TURN server in the current
+// connection, and `stats.route` is the selected candidate pair ("relay (TURN
+// over udp) -> host": a TURN server in the path).
 // `recordings` is the last listing of the camera's recordings,
 // {recording, segments: [{name, start, duration, size, url}]} oldest first
 // (null until the player's Recordings panel is first opened).
@@ -70,7 +73,7 @@ class Player {
       window.location.href).href;
     this.cameraError = camera?.error ?? null;
     this.info = { state: "idle", error: null, connects: 0, frames: [], stats: {}, health: null,
-      recordings: null };
+      recordings: null, iceErrors: [] };
     players[label] = this.info;
 
     const template = document.getElementById("player");
@@ -157,13 +160,20 @@ class Player {
     const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
     this.iceErrors = new Map();
+    this.info.iceErrors = [];
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.ontrack = (event) => {
       this.video.srcObject = event.streams[0] ?? new MediaStream([event.track]);
     };
     pc.onconnectionstatechange = () => current() && this.onConnectionState(pc.connectionState);
     pc.onicecandidateerror = (event) => {
-      if (current() && event.url) this.iceErrors.set(event.url, describeIceError(event));
+      if (!current() || !event.url) return;
+      this.iceErrors.set(event.url, describeIceError(event));
+      this.info.iceErrors = [...this.iceErrors.values()];
+      // Said at once, not only when the connection fails a while later.
+      if (this.info.state === "connecting") {
+        this.setState("connecting", `Connecting… ${this.info.iceErrors.join("; ")}`);
+      }
     };
 
     let response, body;
@@ -535,6 +545,8 @@ class Player {
       size: inbound.frameWidth ? `${inbound.frameWidth}x${inbound.frameHeight}` : null,
       codec: report.get(inbound.codecId)?.mimeType?.replace("video/", "") ?? null,
       latencyMs: this.recentLatencyMs(),
+      route: describeRoute(report.get(pair?.localCandidateId),
+        report.get(pair?.remoteCandidateId)),
     };
     this.lastInbound = inbound;
     this.renderStats();
@@ -575,6 +587,7 @@ class Player {
       `freezes  ${s.freezes ?? "—"}`,
       `fec      ${s.fecPackets ?? "—"} packets`,
       `latency  ${show(s.latencyMs, 0, " ms")}`,
+      `route    ${s.route ?? "—"}`,
     ].join("\n");
   }
 }
@@ -621,6 +634,15 @@ function iceGatheringComplete(pc, timeoutMs) {
     const timer = setTimeout(done, timeoutMs);
     pc.addEventListener("icegatheringstatechange", check);
   });
+}
+
+// The selected candidate pair in a few words: "relay (TURN over tcp) -> host".
+// A relay is a TURN server in the path (RFC 8445 §5.1.1.2).
+function describeRoute(local, remote) {
+  if (!local || !remote) return null;
+  const relay = local.candidateType === "relay" && local.relayProtocol
+    ? ` (TURN over ${local.relayProtocol})` : "";
+  return `${local.candidateType}${relay} -> ${remote.candidateType}`;
 }
 
 async function loadCameras(status) {
