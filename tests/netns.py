@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -163,9 +164,10 @@ class Relayed:
         with _in_namespace(self.camera):
             yield
 
-    def viewer_wrapper(self, directory: Path, program: str) -> Path:
-        """An executable that runs `program` in the viewer's namespace."""
-        return _wrapper(directory, self.viewer, program)
+    def viewer_wrapper(self, directory: Path, program: str, env: dict | None = None) -> Path:
+        """An executable that runs `program` in the viewer's namespace, with
+        `env` added to its environment."""
+        return _wrapper(directory, self.viewer, program, env)
 
 
 @contextlib.contextmanager
@@ -180,8 +182,10 @@ def _in_namespace(namespace: str):
                 raise OSError(ctypes.get_errno(), "setns back failed")
 
 
-def _wrapper(directory: Path, namespace: str, program: str) -> Path:
+def _wrapper(directory: Path, namespace: str, program: str, env: dict | None = None) -> Path:
     wrapper = directory / f"{Path(program).name}-in-{namespace}"
-    wrapper.write_text("#!/bin/sh\nexec " + " ".join(inside(namespace, program)) + ' "$@"\n')
+    exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in (env or {}).items())
+    wrapper.write_text("#!/bin/sh\n" + exports + "exec " + " ".join(inside(namespace, program))
+                       + ' "$@"\n')
     wrapper.chmod(0o755)
     return wrapper

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ pytestmark = [
 TOKEN = "a-token-for-the-turn-browser-tests"
 SECRET = "the-secret-coturn-and-rpistream-share"
 TURN_PORT = 3478
+TLS_PORT = 5349  # RFC 8656 §3.1: TURN over TLS
 HTTP_PORT = 8080
 FORWARDER = Path(__file__).parent / "tcp_forward.py"
 WHEP_CLIENT = Path(__file__).parent / "whep_client.py"
@@ -49,7 +51,7 @@ def player(label="cam0") -> str:
 
 @contextlib.asynccontextmanager
 async def relayed_camera(tmp_path, ice_servers: list[dict], *, secret: bool = True,
-                         block_viewer_udp: bool = False):
+                         block_viewer_udp: bool = False, tls: bool = False):
     """cam0 served across the relay host: yields (net, server, url), the URL
     the viewer's namespace reaches it at. `ice_servers` as in the config;
     `secret`: coturn takes the shared secret (else the static user "viewer",
@@ -57,7 +59,8 @@ async def relayed_camera(tmp_path, ice_servers: list[dict], *, secret: bool = Tr
     auth = {"secret": SECRET} if secret else {"user": ("viewer", "static password")}
     with netns.Relayed("t") as net, \
             turn.coturn(tmp_path, net.service_ip, port=TURN_PORT,
-                        prefix=netns.inside(net.relay), **auth):
+                        prefix=netns.inside(net.relay), tls_port=TLS_PORT if tls else None,
+                        **auth):
         if block_viewer_udp:
             net.block_viewer_udp()
         with net.in_camera():
@@ -80,11 +83,29 @@ async def relayed_page(tmp_path, ice_servers: list[dict], **options):
     """The viewer page for cam0 open in Chromium across the relay host;
     yields (page, server)."""
     async with relayed_camera(tmp_path, ice_servers, **options) as (net, server, url):
-        wrapper = net.viewer_wrapper(tmp_path, str(chromium.CHROMIUM))
+        home = tmp_path / "home"
+        if options.get("tls"):
+            # Chromium checks a TURN server's certificate (RFC 8656 §3.1's
+            # TLS is the web's): this one is trusted in the viewer's NSS
+            # database, as a CA-issued one would be by the system's roots.
+            trust_in_nss(home, tmp_path / "turn-cert.pem")
+        wrapper = net.viewer_wrapper(tmp_path, str(chromium.CHROMIUM), env={"HOME": str(home)})
         async with chromium.chromium(tmp_path / "profile", wrapper, net.service_ip) as browser:
             page = await browser.new_page()
             await page.goto(f"{url}/?camera=cam0&token={TOKEN}")
             yield page, server
+
+
+def trust_in_nss(home: Path, certificate: Path) -> None:
+    """`certificate` trusted for TLS in the NSS database under `home`, which
+    Chromium on Linux reads ($HOME/.pki/nssdb)."""
+    if shutil.which("certutil") is None:
+        pytest.skip("certutil is not installed (libnss3-tools)")
+    database = home / ".pki" / "nssdb"
+    database.mkdir(parents=True)
+    subprocess.run(["certutil", "-N", "-d", f"sql:{database}", "--empty-password"], check=True)
+    subprocess.run(["certutil", "-A", "-d", f"sql:{database}", "-n", "rpistream-test-turn",
+                    "-t", "P,,", "-i", str(certificate)], check=True)
 
 
 def turn_urls(ip_placeholder: str = "{ip}") -> list[str]:
@@ -123,13 +144,17 @@ async def test_the_page_plays_through_the_turn_relay(tmp_path, credentials):
         assert session.viewer.stats()["frames_sent"] > 10
 
 
-async def test_turn_over_tcp_plays_when_the_viewer_has_no_udp(tmp_path):
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_turn_over_tcp_or_tls_plays_when_the_viewer_has_no_udp(tmp_path, transport):
     secret_file = tmp_path / "turn-secret"
     secret_file.write_text(SECRET)
-    async with relayed_page(tmp_path, ice_servers(service_ip(), secret_file=str(secret_file)),
-                            block_viewer_udp=True) as (page, _):
+    servers = ice_servers(service_ip(), secret_file=str(secret_file))
+    if transport == "tls":  # the only way: TLS
+        servers[0]["urls"] = [f"turns:{service_ip()}:{TLS_PORT}?transport=tcp"]
+    async with relayed_page(tmp_path, servers, block_viewer_udp=True,
+                            tls=transport == "tls") as (page, _):
         info = await plays_through_the_relay(page)
-        assert info["stats"]["route"].startswith("relay (TURN over tcp)"), info["stats"]
+        assert info["stats"]["route"].startswith(f"relay (TURN over {transport})"), info["stats"]
 
 
 @pytest.mark.parametrize("wrong", ["secret", "expired"])

@@ -21,16 +21,21 @@ def available() -> bool:
 
 @contextlib.contextmanager
 def coturn(directory: Path, address: str, *, port: int = 3478, user: tuple[str, str] | None = None,
-           secret: str | None = None, prefix: tuple[str, ...] = ()):
+           secret: str | None = None, prefix: tuple[str, ...] = (), tls_port: int | None = None):
     """coturn listening on `address`:`port` (UDP and TCP), relaying from the
     same address; `user` (name, password) for static credentials, `secret`
-    for time-limited ones. `prefix` runs it elsewhere (netns.inside()).
-    Yields the process; its log is directory/turnserver.log."""
+    for time-limited ones; with `tls_port`, TLS there too, with a
+    certificate for `address` made here. `prefix` runs it elsewhere
+    (netns.inside()). Yields the process; its log is directory/turnserver.log."""
     assert (user is None) != (secret is None), "static credentials or a secret"
     log = directory / "turnserver.log"
     auth = (["--use-auth-secret", f"--static-auth-secret={secret}"] if secret
             else [f"--user={user[0]}:{user[1]}"])
-    argv = [*prefix, TURNSERVER, "-n", "--no-cli", "--no-tls", "--no-dtls",
+    tls = ["--no-tls"]
+    if tls_port is not None:
+        cert, key = self_signed_certificate(directory, address)
+        tls = [f"--tls-listening-port={tls_port}", f"--cert={cert}", f"--pkey={key}"]
+    argv = [*prefix, TURNSERVER, "-n", "--no-cli", *tls, "--no-dtls",
             f"--listening-ip={address}", f"--relay-ip={address}", f"--listening-port={port}",
             # A few relay ports: a test makes a handful of allocations.
             "--min-port=49152", "--max-port=49407",
@@ -55,3 +60,14 @@ def coturn(directory: Path, address: str, *, port: int = 3478, user: tuple[str, 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def self_signed_certificate(directory: Path, address: str) -> tuple[Path, Path]:
+    """A certificate for the IP address `address` and its key, made with openssl."""
+    cert, key = directory / "turn-cert.pem", directory / "turn-key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                    "-subj", f"/CN={address}", "-addext", f"subjectAltName=IP:{address}",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
