@@ -140,6 +140,12 @@ class Player {
 
   async connect() {
     clearTimeout(this.retryTimer);
+    if (typeof RTCPeerConnection === "undefined") {
+      // WebKitGTK builds without WebRTC (Debian's, for one) and some embedded views.
+      this.drop("This browser cannot play WebRTC (it has no RTCPeerConnection): open the "
+        + "page in Firefox, Chrome, Edge or Safari", true);
+      return;
+    }
     const attempt = ++this.attempt;
     const current = () => attempt === this.attempt;
     // A previous failure stays in view while trying again.
