@@ -18,6 +18,7 @@ from rpistream.web.app import create_app
 from rpistream.web.malformed import log_malformed_requests_in_one_line
 from rpistream.web.ratelimit import OfferRateLimit
 from rpistream.webrtc import aiortc_internals
+from rpistream.webrtc.forward import RtpForward
 from rpistream.webrtc.sessions import SessionRegistry
 
 logger = logging.getLogger("rpistream")
@@ -35,6 +36,8 @@ class Server:
         # What a config without cameras gets depends on this machine: decided here.
         self.config = config = choose_default_camera(config)
         self.cameras: dict[str, Camera] = {}
+        # [[camera.forward]]s, started once their cameras are.
+        self.forwards: list[RtpForward] = []
         ice_servers = config.server.ice_servers
         self.sessions = SessionRegistry(ice_servers=ice_servers, limits=config.limits)
         self.memory = MemoryWatch(config.monitor, cameras=self.cameras, sessions=self.sessions)
@@ -44,7 +47,8 @@ class Server:
                               token=config.server.token,
                               offer_rate=OfferRateLimit(config.limits.offer_burst,
                                                         config.limits.offers_per_minute),
-                              memory=self.memory, debug_api=config.monitor.debug_api)
+                              memory=self.memory, debug_api=config.monitor.debug_api,
+                              forwards=self.forwards)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         # Set when the server must end on its own (a camera down too long):
@@ -68,6 +72,14 @@ class Server:
                 self.cameras[camera.name] = camera
             # Side by side: each waits for its first frame (or fails and retries).
             await asyncio.gather(*(camera.start() for camera in self.cameras.values()))
+            limits = self.config.limits
+            for camera in self.cameras.values():
+                for forward_config in camera.config.forward:
+                    forward = RtpForward(camera, forward_config,
+                                         queue_frames=limits.viewer_queue_frames,
+                                         slow_timeout=limits.slow_viewer_timeout)
+                    self.forwards.append(forward)
+                    await forward.start()
             log_malformed_requests_in_one_line()
             self._runner = web.AppRunner(self.app, access_log=None)
             await self._runner.setup()
@@ -84,6 +96,8 @@ class Server:
         self.notifier.stopping()
         self.memory.stop()
         await self.sessions.close_all("server shutting down")
+        for forward in self.forwards:
+            forward.stop()
         await asyncio.gather(*(camera.stop() for camera in self.cameras.values()))
         if self._runner is not None:
             await self._runner.cleanup()

@@ -23,14 +23,15 @@ APT_PACKAGES="ca-certificates python3 python3-venv python3-dev build-essential"
 # TURN server viewers outside the network relay through, and libnss3-tools'
 # certutil makes Chromium trust its test certificate for TURN over TLS;
 # firefox-esr is the second browser engine, driven through Marionette, and
-# webkit2gtk-driver the third (WebKit, Safari's), on an Xvfb display.
+# webkit2gtk-driver the third (WebKit, Safari's), on an Xvfb display; janus
+# is the SFU a camera is forwarded to.
 TEST_PACKAGES="gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-nice python3-gi
   gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0
   chromium fonts-dejavu-core nodejs iproute2 nftables
   dpkg-dev debhelper dh-virtualenv lintian debootstrap git python3-numpy python3-av
   qemu-user-static python3-pywt coturn libnss3-tools firefox-esr
-  webkit2gtk-driver xvfb"
+  webkit2gtk-driver xvfb janus"
 EXTRAS=""
 if [ "${1:-}" = "--test" ]; then
     APT_PACKAGES="$APT_PACKAGES $TEST_PACKAGES"

@@ -16,6 +16,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000  # linux/sched.h
@@ -46,6 +47,18 @@ def inside(namespace: str, *args: str) -> tuple[str, ...]:
     return ("nsenter", f"--net=/run/netns/{namespace}", *args)
 
 
+def wait_for_carrier(namespace: str, device: str, timeout: float = 5.0) -> None:
+    """Until the kernel says the veth has carrier (both ends up; its link
+    watch takes a moment): programs that pick interfaces that are up and
+    running (Janus's ICE) would otherwise find none."""
+    deadline = time.monotonic() + timeout
+    while "NO-CARRIER" in subprocess.run(inside(namespace, "ip", "-o", "link", "show", "dev", device),
+                                         capture_output=True, text=True, timeout=10).stdout:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{device} in {namespace}: no carrier after {timeout:g} s")
+        time.sleep(0.05)
+
+
 class Link:
     """`server` and `client` namespaces, `server_ip` <-> `client_ip` on a veth pair."""
 
@@ -68,6 +81,8 @@ class Link:
                 run(*inside(ns, "ip", "addr", "add", f"{ip}/30", "dev", dev))
                 run(*inside(ns, "ip", "link", "set", dev, "up"))
                 run(*inside(ns, "ip", "link", "set", "lo", "up"))
+            for ns, dev in ((self.server, veth_s), (self.client, veth_c)):
+                wait_for_carrier(ns, dev)
             run(*inside(self.client, "nft", "add", "table", "inet", "loss"))
             run(*inside(self.client, "nft", "add", "chain", "inet", "loss",
                 "input", "{ type filter hook input priority 0 ; }"))
@@ -140,6 +155,7 @@ class Relayed:
                     run(*inside(where, "ip", "addr", "add", f"{address}/30", "dev", dev))
                     run(*inside(where, "ip", "link", "set", dev, "up"))
                 run(*inside(ns, "ip", "route", "add", f"{self.service_ip}/32", "via", relay_ip))
+                wait_for_carrier(ns, end)
             run(*inside(self.relay, "nft", "add", "table", "inet", "block"))
             run(*inside(self.relay, "nft", "add", "chain", "inet", "block", "input",
                         "{ type filter hook input priority 0 ; }"))

@@ -13,6 +13,7 @@ from rpistream.config import loader
 from rpistream.config.example import example_config
 from rpistream.config.loader import load_config, parse_config
 from rpistream.config.schema import (SOURCE_OPTIONS, CameraConfig, Config, FileOptions,
+                                     ForwardConfig,
                                      IceServer, LimitsConfig, MonitorConfig, Picamera2Options,
                                      RecordConfig, ServerConfig, TestpatternOptions)
 from rpistream.config.values import Bitrate, Bool, Choice, ConfigError, Int, Seconds, schema
@@ -373,9 +374,9 @@ def test_example_file_uncommented_is_valid_and_documents_every_key():
     config = parse_config(data, "uncommented example")
     assert {c.source for c in config.cameras} == {"picamera2", "file"}
     documented = {m[1] for m in re.finditer(r"(?m)^#?([a-z_]+) = ", "\n".join(lines))}
-    every = {k for cls in (ServerConfig, CameraConfig, RecordConfig, LimitsConfig,
-                           MonitorConfig,
-                           *SOURCE_OPTIONS.values()) for k in schema(cls)} - {"options", "record"}
+    every = {k for cls in (ServerConfig, CameraConfig, RecordConfig, ForwardConfig,
+                           LimitsConfig, MonitorConfig, *SOURCE_OPTIONS.values())
+             for k in schema(cls)} - {"options", "record", "forward"}
     assert every <= documented
     assert max(map(len, EXAMPLE.read_text().splitlines())) <= 100
 

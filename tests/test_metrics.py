@@ -125,8 +125,9 @@ async def test_metrics_and_stats_while_a_viewer_watches():
         assert value(m, "rpistream_viewer_loss_ratio", camera="cam0", stat="max") < 0.5
 
         # /api/stats: the shape the viewer page's charts read
-        assert set(doc) == {"time", "process", "memory", "cameras", "viewers", "disconnects",
-                            "totals"}
+        assert set(doc) == {"time", "process", "memory", "cameras", "viewers", "forwards",
+                            "disconnects", "totals"}
+        assert doc["forwards"] == []
         assert set(doc["process"]) == {"rss_mb", "rss_slope_mb_per_h", "memory_state",
                                        "cpu_percent", "fds", "tasks", "uptime_s"}
         process = doc["process"]

@@ -10,7 +10,8 @@ import dataclasses
 import textwrap
 
 from rpistream.config.loader import DEFAULT_CONFIG_PATH
-from rpistream.config.schema import SOURCE_OPTIONS, CameraConfig, Config, RecordConfig
+from rpistream.config.schema import (SOURCE_OPTIONS, CameraConfig, Config, ForwardConfig,
+                                     RecordConfig)
 from rpistream.config.values import REQUIRED, default_of, schema
 
 
@@ -66,11 +67,16 @@ def example_config() -> str:
             out += ["#", "#[[camera]]"]
             first = schema(CameraConfig)["source"].metadata["example"]
             for k, f in schema(CameraConfig).items():
-                if k not in ("options", "record"):
+                if k not in ("options", "record", "forward"):
                     out += ["#", *_describe(f, k)]
             out += ["#", *_comment("Recording goes in a [camera.record] table after the "
                                    "camera's other keys:"), "#[camera.record]"]
             for k, f in schema(RecordConfig).items():
+                out += ["#", *_describe(f, k)]
+            out += ["#", *_comment("Each forward to an SFU is a [[camera.forward]] table "
+                                   "after the camera's other keys; any number:"),
+                    "#[[camera.forward]]"]
+            for k, f in schema(ForwardConfig).items():
                 out += ["#", *_describe(f, k)]
             out += ["#", *_comment(
                 "Options of the camera's source go in a [camera.options] table after "

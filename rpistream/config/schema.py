@@ -191,6 +191,32 @@ class RecordConfig(Section):
         2**30)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ForwardConfig(Section):
+    """One [[camera.forward]] table: the camera's packets to an SFU."""
+
+    type: str = key(
+        Choice(("rtp",)),
+        "\"rtp\": the camera's RTP packets (the ones its viewers get, with their own "
+        "SSRC and sequence numbers) to host:port, e.g. a Janus streaming mountpoint; "
+        "RTCP both ways on rtcp_port.", example="rtp")
+    host: str = key(IpAddress(), "Where the SFU receives the stream.", example="192.168.1.50")
+    port: int = key(Int(1, 65535), "Its RTP port (Janus: the mountpoint's videoport).",
+                    example=5004)
+    rtcp_port: int | None = key(
+        Int(1, 65535),
+        "Its RTCP port (Janus: videortcpport): sender reports go there, and "
+        "keyframe requests (PLI, FIR) come back from it.",
+        None, default_text="port + 1 (RFC 3550 §11)", example=5005)
+    # Bounds: RFC 3551 §6 leaves 96-127 to dynamic payload types.
+    payload_type: int = key(
+        Int(96, 127), "The RTP payload type the SFU expects (Janus: videopt).", 96)
+
+    @property
+    def rtcp(self) -> int:
+        return self.rtcp_port if self.rtcp_port is not None else self.port + 1
+
+
 # `source` kind -> its options. The keys are the allowed `source` values.
 SOURCE_OPTIONS: dict[str, type] = {
     "testpattern": TestpatternOptions,
@@ -309,6 +335,8 @@ class CameraConfig(Section):
         example=5.0)
     record: RecordConfig = key(Table(RecordConfig), "Recording to disk (see below).",
                                RecordConfig())
+    forward: tuple[ForwardConfig, ...] = key(
+        ListOf(Table(ForwardConfig)), "Forwards to SFUs (see below).", ())
     options: Any = key(
         SourceOptions(),
         "Options of the camera's source, as a table (see below).",

@@ -46,8 +46,10 @@ class Rates:
 class ServerStats:
     """Builds the /api/stats document from the owners of each figure."""
 
-    def __init__(self, cameras: dict, sessions, memory, process: psutil.Process | None = None):
+    def __init__(self, cameras: dict, sessions, memory, forwards: list = (),
+                 process: psutil.Process | None = None):
         self.cameras = cameras
+        self.forwards = forwards  # the server's list, filled as forwards start
         self.sessions = sessions
         self.memory = memory
         self.process = process or psutil.Process()
@@ -104,6 +106,7 @@ class ServerStats:
             "memory": {"samples": [[round(t, 3), round(v / MiB, 1)] for t, v in memory.samples]},
             "cameras": cameras,
             "viewers": viewers,
+            "forwards": [forward.stats() for forward in self.forwards],
             "disconnects": dict(self.sessions.disconnects),
             "totals": {"viewers": len(viewers),
                        "bitrate_bps": sum(v["bitrate_bps"] for v in viewers)},

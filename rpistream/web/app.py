@@ -201,7 +201,7 @@ async def index(request: web.Request) -> web.FileResponse:
 def create_app(cameras: dict, sessions: SessionRegistry, *, ice_servers: tuple,
                max_body_bytes: int, token: str | None = None,
                offer_rate: OfferRateLimit | None = None, memory=None,
-               debug_api: bool = False) -> web.Application:
+               debug_api: bool = False, forwards: list | None = None) -> web.Application:
     # errors_and_cors outermost: a 401 carries CORS headers too.
     middlewares = [errors_and_cors] + ([token_middleware(token)] if token else [])
     app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
@@ -226,5 +226,6 @@ def create_app(cameras: dict, sessions: SessionRegistry, *, ice_servers: tuple,
     add_snapshot(app)
     if memory is not None:  # /metrics, /api/stats, /api/debug/tracemalloc
         app[MEMORY] = memory
-        add_monitoring(app, cameras, sessions, memory, debug_api=debug_api)
+        add_monitoring(app, cameras, sessions, memory, debug_api=debug_api,
+                       forwards=forwards if forwards is not None else [])
     return app

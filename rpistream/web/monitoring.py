@@ -33,10 +33,10 @@ async def api_debug_tracemalloc(request: web.Request) -> web.Response:
 
 
 def add_monitoring(app: web.Application, cameras: dict, sessions, memory, *,
-                   debug_api: bool) -> None:
+                   debug_api: bool, forwards: list) -> None:
     """The routes, and the objects behind them. The debug route exists only
     when enabled: otherwise it is a plain 404, like any unknown path."""
-    app[STATS] = ServerStats(cameras, sessions, memory)
+    app[STATS] = ServerStats(cameras, sessions, memory, forwards)
     app[METRICS] = metrics_registry(cameras, sessions, memory)
     app.add_routes([web.get("/metrics", metrics), web.get("/api/stats", api_stats)])
     if debug_api:
