@@ -4,6 +4,8 @@ server stats panel draws its charts."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from chromium import available, chromium
@@ -55,8 +57,13 @@ async def test_token_in_the_url_then_the_cookie_plays_the_page(tmp_path):
 
 
 async def test_server_stats_panel_draws(tmp_path):
-    async with serving(camera("cam0", "h264"), server={"token": TOKEN}) as server, \
-            chromium(tmp_path) as browser:
+    # A forward to an RTP receiver here: the panel has a line for it.
+    sfu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sfu.bind(("127.0.0.1", 0))
+    port = sfu.getsockname()[1]
+    forward = {"type": "rtp", "host": "127.0.0.1", "port": port}
+    async with serving(camera("cam0", "h264", forward=[forward]), server={"token": TOKEN}) \
+            as server, chromium(tmp_path) as browser:
         page = await browser.new_page()
         await page.goto(f"{base_url(server)}/?token={TOKEN}")
         await wait_playing(page, "cam0")
@@ -81,12 +88,19 @@ async def test_server_stats_panel_draws(tmp_path):
         assert values["latency"].endswith(" ms"), values
         for name, width, ink in await page.evaluate(CANVAS_INK):
             assert width > 100 and ink > 200, (name, width, ink)
+        lines = await page.locator("#server-stats .cameras li").all_text_contents()
+        assert any(line.startswith(f"cam0 -> rtp://127.0.0.1:{port}: forwarding")
+                   for line in lines), lines
         # Hidden again: polling stops.
         await page.click("#toggle-server-stats")
         polls = stats["polls"]
         await page.wait_for_timeout(2500)
         assert await page.evaluate("window.rpistream.serverStats.polls") <= polls + 1
         assert await page.evaluate(f"{player('cam0')}.state") == "playing"
+    sfu.setblocking(False)
+    packet = sfu.recv(2048)
+    sfu.close()
+    assert packet[0] >> 6 == 2 and packet[1] & 0x7F == 96  # RFC 3550 §5.1: version 2, PT 96
 
 
 async def test_stats_panel_fits_a_phone(tmp_path):

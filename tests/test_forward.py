@@ -43,6 +43,8 @@ async def test_janus_viewers_get_the_forwarded_camera(tmp_path):
             keyframes = server.cameras["cam0"].broadcaster.keyframes
             async with http.get(base_url(server) + "/api/stats") as response:
                 (listed,) = (await response.json())["forwards"]
+            async with http.get(base_url(server) + "/metrics") as response:
+                metrics = await response.text()
             for viewer in viewers:
                 await viewer.hang_up(http)
     print(stats)
@@ -50,7 +52,10 @@ async def test_janus_viewers_get_the_forwarded_camera(tmp_path):
         numbers = [frame for frame, _ in viewer.codes]
         assert numbers == sorted(numbers) and missing_frames(viewer.codes) <= 3, numbers
     assert stats["state"] == "forwarding" and stats["frames_sent"] > 90, stats
-    assert listed["target"] == f"rtp://{link.client_ip}:{janus.VIDEO_PORT}"
+    target = f"rtp://{link.client_ip}:{janus.VIDEO_PORT}"
+    assert listed["target"] == target
+    assert f'rpistream_forward_up{{camera="cam0",target="{target}"}} 1.0' in metrics
+    assert f'rpistream_forward_frames_sent_total{{camera="cam0",target="{target}"}}' in metrics
     # Janus asks its source for a keyframe (PLI) when a viewer joins: through
     # the forward's RTCP socket, counted as the forward's keyframe requests,
     # and the source made keyframes for them (its own come every 30 s).

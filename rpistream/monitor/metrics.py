@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from rpistream.monitor.holdings import camera_holdings
 from rpistream.monitor.memory import STATES as MEMORY_STATES
 from rpistream.stream.health import STATES
-from rpistream.webrtc.sessions import VIEWER_COUNTERS
+from rpistream.webrtc.viewer import VIEWER_COUNTERS
 
 # The text format Prometheus has always read (and every scraper since).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -60,10 +60,12 @@ class ServerCollector:
     session label would make a new series for every viewer that ever came.
     """
 
-    def __init__(self, cameras: dict, sessions, memory, process: psutil.Process | None = None):
+    def __init__(self, cameras: dict, sessions, memory, forwards: list = (),
+                 process: psutil.Process | None = None):
         self.cameras = cameras
         self.sessions = sessions
         self.memory = memory
+        self.forwards = forwards
         self.process = process or psutil.Process()
 
     def collect(self):
@@ -71,6 +73,28 @@ class ServerCollector:
         yield from self._memory()
         yield from self._cameras()
         yield from self._viewers()
+        yield from self._forwards()
+
+    def _forwards(self):
+        """Per forward to an SFU ([[camera.forward]]), labelled by camera and target."""
+        labels = ["camera", "target"]
+        up = GaugeMetricFamily("rpistream_forward_up",
+                               "1 while the forward sends (not behind and restarting).",
+                               labels=labels)
+        counters = {key: CounterMetricFamily(name.replace("viewer", "forward", 1),
+                                             text.replace("viewers", "the SFU"), labels=labels)
+                    for key, (name, text) in VIEWER_COUNTER_METRICS.items()}
+        restarts = CounterMetricFamily("rpistream_forward_restarts",
+                                       "Times the forward fell behind and started again.",
+                                       labels=labels)
+        for forward in list(self.forwards):
+            s = forward.stats()
+            label = [s["camera"], s["target"]]
+            up.add_metric(label, float(s["state"] == "forwarding"))
+            restarts.add_metric(label, s["restarts"])
+            for key, family in counters.items():
+                family.add_metric(label, s["totals"][key])
+        yield from (up, restarts, *counters.values())
 
     def _process(self):
         """The standard process_* families, from psutil rather than
@@ -289,13 +313,13 @@ class ServerCollector:
         yield from (states, queued, *counters.values(), rtt, loss, disconnects)
 
 
-def metrics_registry(cameras: dict, sessions, memory) -> CollectorRegistry:
+def metrics_registry(cameras: dict, sessions, memory, forwards: list = ()) -> CollectorRegistry:
     """A registry of this server's own (not prometheus_client's global one, so
     two servers in one process, as in the tests, do not mix): the standard
     process_* and python_gc_* families, and rpistream's."""
     registry = CollectorRegistry()
     GCCollector(registry=registry)
-    registry.register(ServerCollector(cameras, sessions, memory))
+    registry.register(ServerCollector(cameras, sessions, memory, forwards))
     return registry
 
 

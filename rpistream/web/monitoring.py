@@ -37,7 +37,7 @@ def add_monitoring(app: web.Application, cameras: dict, sessions, memory, *,
     """The routes, and the objects behind them. The debug route exists only
     when enabled: otherwise it is a plain 404, like any unknown path."""
     app[STATS] = ServerStats(cameras, sessions, memory, forwards)
-    app[METRICS] = metrics_registry(cameras, sessions, memory)
+    app[METRICS] = metrics_registry(cameras, sessions, memory, forwards)
     app.add_routes([web.get("/metrics", metrics), web.get("/api/stats", api_stats)])
     if debug_api:
         app[ALLOCATIONS] = AllocationDiff()

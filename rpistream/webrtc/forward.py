@@ -19,7 +19,7 @@ import logging
 import secrets
 
 from rpistream.webrtc.aiortc_internals import rtcp
-from rpistream.webrtc.viewer import Viewer, ViewerParameters
+from rpistream.webrtc.viewer import VIEWER_COUNTERS, Viewer, ViewerParameters
 
 logger = logging.getLogger("rpistream.forward")
 
@@ -60,6 +60,9 @@ class RtpForward:
         self.error: str | None = None
         self.restarts = 0
         self.rtcp_packets = 0
+        # The counters of the viewers it had before a restart, so that its
+        # totals never go down.
+        self._departed = dict.fromkeys(VIEWER_COUNTERS, 0)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -113,6 +116,8 @@ class RtpForward:
     def _fell_behind(self, reason: str) -> None:
         """The viewer closed itself (slow): off the broadcaster, back after RESTART_S."""
         self.camera.broadcaster.remove_viewer(self.viewer.session_id)
+        for key in VIEWER_COUNTERS:
+            self._departed[key] += getattr(self.viewer, key)
         self.viewer = None
         if self.state == "stopped":
             return
@@ -140,7 +145,9 @@ class RtpForward:
 
     def stats(self) -> dict:
         viewer = self.viewer
+        totals = {key: self._departed[key] + (getattr(viewer, key) if viewer else 0)
+                  for key in VIEWER_COUNTERS}
         return {**(viewer.stats() if viewer is not None else {}),
                 "camera": self.camera.name, "type": "rtp", "target": self.target,
                 "state": self.state, "error": self.error, "restarts": self.restarts,
-                "rtcp_packets_received": self.rtcp_packets}
+                "rtcp_packets_received": self.rtcp_packets, "totals": totals}

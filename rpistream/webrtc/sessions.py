@@ -7,13 +7,8 @@ import asyncio
 from rpistream.webrtc.cycles import CycleCollector
 from rpistream.webrtc.ice_servers import session_ice_servers
 from rpistream.webrtc.session import PeerSession
+from rpistream.webrtc.viewer import VIEWER_COUNTERS
 
-
-# Viewer counters carried over when a viewer leaves, so that the totals a
-# metrics scrape reports (departed viewers + live ones) never go down.
-VIEWER_COUNTERS = ("packets_sent", "bytes_on_wire", "frames_sent", "frames_skipped",
-                   "skips_to_keyframe", "nacks_received", "packets_retransmitted",
-                   "fec_packets_sent", "keyframe_requests")
 
 
 class ViewerLimitReached(Exception):

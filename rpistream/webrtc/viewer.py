@@ -38,6 +38,13 @@ LOSS_WINDOW = 1.0
 # packets lost no repair keeps a picture going.
 LOSSY = 0.5
 
+# A viewer's counters that only grow: carried over when a viewer leaves (or a
+# forward's viewer is replaced), so that the totals a metrics scrape reports
+# (departed viewers + live ones) never go down.
+VIEWER_COUNTERS = ("packets_sent", "bytes_on_wire", "frames_sent", "frames_skipped",
+                   "skips_to_keyframe", "nacks_received", "packets_retransmitted",
+                   "fec_packets_sent", "keyframe_requests")
+
 
 @dataclass(frozen=True)
 class ViewerParameters:

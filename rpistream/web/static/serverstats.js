@@ -2,7 +2,7 @@
 // charts of the server's memory, viewers and total bitrate, polled from
 // GET /api/stats, and of the latency this page's own players read from the
 // test pattern's block codes; a line per camera with its health and
-// counters. Plain <canvas>, no libraries.
+// counters, and one per forward to an SFU. Plain <canvas>, no libraries.
 //
 // window.rpistream.serverStats = {shown, polls, last, error, history} is there
 // for tests: `last` is the latest /api/stats document.
@@ -82,8 +82,9 @@ function render() {
   if (!panel || panel.hidden) return;
   panel.querySelector(".summary").textContent = state.error ?? summary(state.last);
   panel.querySelector(".summary").classList.toggle("error", !!state.error);
-  panel.querySelector(".cameras").replaceChildren(...Object.entries(state.last?.cameras ?? {})
-    .map(([name, camera]) => cameraLine(name, camera)));
+  panel.querySelector(".cameras").replaceChildren(
+    ...Object.entries(state.last?.cameras ?? {}).map(([name, camera]) => cameraLine(name, camera)),
+    ...(state.last?.forwards ?? []).map(forwardLine));
   const rss = rssSeries();
   draw("rss", [{ label: "RSS", points: rss.points }], rss.span);
   draw("viewers", [{ label: "viewers", points: state.history.viewers }], WINDOW_S);
@@ -125,6 +126,19 @@ function cameraLine(name, camera) {
   if (camera.bitrate_bps != null) parts.push(`${(camera.bitrate_bps / 1e6).toFixed(2)} Mbit/s`);
   if (camera.viewers != null) parts.push(`${camera.viewers} viewers`);
   if (health) parts.push(`restarts ${health.restarts ?? 0}`, `stalls ${health.stalls ?? 0}`);
+  line.textContent = parts.join(" · ");
+  return line;
+}
+
+// "cam0 -> rtp://10.0.0.5:5004: forwarding · 1520 frames · 3 keyframes asked · restarts 0"
+function forwardLine(forward) {
+  const line = document.createElement("li");
+  line.dataset.state = forward.state === "forwarding" ? "live" : "stalled";
+  const parts = [`${forward.camera} -> ${forward.target}: ${forward.state}${
+    forward.error ? ` (${forward.error})` : ""}`];
+  const totals = forward.totals ?? {};
+  parts.push(`${totals.frames_sent ?? 0} frames`, `${totals.keyframe_requests ?? 0} keyframes asked`,
+    `restarts ${forward.restarts ?? 0}`);
   line.textContent = parts.join(" · ");
   return line;
 }
