@@ -17,11 +17,13 @@ def live_viewers(sessions) -> list:
             if s.viewer is not None and s.viewer.state != "closed"]
 
 
-def camera_holdings(camera, viewers) -> dict:
+def camera_holdings(camera) -> dict:
     """One camera's buffers: its ring (allocated once, whole) and the frame
-    batches its viewers keep alive (queues and NACK histories share them, so
-    they are counted once per batch, not once per viewer)."""
+    batches its viewers keep alive, forwards to SFUs included (queues and
+    NACK histories share them, so they are counted once per batch, not once
+    per viewer)."""
     ring = camera.ring
+    viewers = list(camera.broadcaster.viewers.values())
     held: dict = {}
     for viewer in viewers:
         held.update(viewer.held_batches())
@@ -42,8 +44,7 @@ def camera_holdings(camera, viewers) -> dict:
 def holdings(cameras: dict, sessions, process: psutil.Process | None = None) -> dict:
     """Everything rpistream holds that can grow, by owner."""
     viewers = live_viewers(sessions)
-    by_camera = {name: camera_holdings(camera, [v for s, v in viewers if s.camera is camera])
-                 for name, camera in cameras.items()}
+    by_camera = {name: camera_holdings(camera) for name, camera in cameras.items()}
     deepest = max(viewers, key=lambda sv: sv[1].queue_depth, default=None)
     process = process or psutil.Process()
     return {

@@ -223,14 +223,10 @@ class ServerCollector:
         fec_packets = CounterMetricFamily(
             "rpistream_camera_fec_packets", "FEC packets computed (once for all viewers).",
             labels=["camera", "scheme"])
-        by_camera = {}
-        for s in list(self.sessions.sessions.values()):
-            if s.viewer is not None:
-                by_camera.setdefault(s.camera.name, []).append(s.viewer)
         for name, camera in self.cameras.items():
             b = camera.broadcaster.stats()
             ring = camera.ring
-            held = camera_holdings(camera, by_camera.get(name, []))
+            held = camera_holdings(camera)
             labels = [name]
             health = camera.health
             up.add_metric(labels, float(health.live))
