@@ -1,11 +1,14 @@
 """Forwarding to an SFU: a camera's RTP to a Janus streaming mountpoint
 (Janus in a network namespace of its own, over a veth pair), whose own
 WebRTC viewers decode every frame in order; RTCP comes back from Janus and
-its keyframe requests reach the camera."""
+its keyframe requests reach the camera. A forward whose link cannot carry
+the stream is dropped like a slow viewer and starts again, while a viewer
+of the same camera misses nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import aiohttp
 import pytest
@@ -14,16 +17,19 @@ import janus
 import netns
 from serving import base_url, camera, serving
 from waiting import until
-from whep_client import missing_frames
+from whep_client import WhepViewer, missing_frames
 
-pytestmark = [
-    pytest.mark.skipif(netns.available() is not None, reason=str(netns.available())),
-    pytest.mark.skipif(not janus.available(), reason="janus is not installed"),
-]
+pytestmark = pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
 
 VIEWERS = 3
+FPS = 30
+SLOW_LIMITS = {"slow_viewer_timeout": 2, "viewer_queue_frames": 3}
+# 100 kbit/s for a 1 Mbit/s camera, 1 MB of queue: over the socket's send
+# buffer, so the socket backs up (tests/test_slow_viewer.py).
+CAP = ("tbf", "rate", "100kbit", "burst", "16kbit", "limit", "1mb")
 
 
+@pytest.mark.skipif(not janus.available(), reason="janus is not installed")
 async def test_janus_viewers_get_the_forwarded_camera(tmp_path):
     with netns.Link("jf") as link, link.in_server(), \
             janus.janus(tmp_path, link.client_ip, prefix=netns.inside(link.client)) as api:
@@ -61,3 +67,34 @@ async def test_janus_viewers_get_the_forwarded_camera(tmp_path):
     # and the source made keyframes for them (its own come every 30 s).
     assert stats["keyframe_requests"] > 1, stats
     assert keyframes >= 2, keyframes
+
+
+async def test_a_forward_that_cannot_keep_up_never_holds_a_viewer_back(tmp_path):
+    """The forward's link capped at 100 kbit/s with a deep queue at the
+    server's egress (tests/test_slow_viewer.py: the socket backs up): the
+    forward falls behind, is dropped and starts again; a WHEP viewer of the
+    same camera over lo misses no frame meanwhile."""
+    with netns.Link("fs") as link, link.in_server():
+        with link.in_client():
+            sfu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a receiver there
+        with sfu:
+            sfu.bind((link.client_ip, 0))
+            forward = {"type": "rtp", "host": link.client_ip, "port": sfu.getsockname()[1]}
+            async with serving(camera("cam0", "h264", bitrate=1_000_000, forward=[forward]),
+                               limits=SLOW_LIMITS, address=link.server_ip) as server, \
+                    aiohttp.ClientSession() as http:
+                (forwarder,) = server.forwards
+                viewer = WhepViewer(base_url(server))
+                await viewer.connect(http)
+                await viewer.wait_frames(10)
+                netns.run(*netns.inside(link.server, "tc", "qdisc", "add", "dev",
+                                        link.server_veth, "root", *CAP))
+                since = len(viewer.codes)
+                await until(lambda: forwarder.restarts >= 1, "the forward dropped and restarted",
+                            timeout=20)
+                codes = viewer.codes[since:]
+                stats = forwarder.stats()
+                await viewer.hang_up(http)
+    assert stats["error"].startswith("behind for more than"), stats
+    assert stats["totals"]["skips_to_keyframe"] >= 1, stats
+    assert len(codes) > 2 * FPS and missing_frames(codes) <= 2, missing_frames(codes)

@@ -37,7 +37,7 @@ class _RtcpIn(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable on the connected socket: nothing listens there (yet).
-        self.forward.error = f"RTCP to {self.forward.target}: {exc}"
+        self.forward.rtcp_error = f"RTCP to port {self.forward.config.rtcp}: {exc}"
 
 
 class RtpForward:
@@ -57,7 +57,8 @@ class RtpForward:
         self._tasks: set[asyncio.Task] = set()
         self.viewer: Viewer | None = None
         self.state = "stopped"
-        self.error: str | None = None
+        self.error: str | None = None  # why it last fell behind
+        self.rtcp_error: str | None = None  # the last error its RTCP socket got
         self.restarts = 0
         self.rtcp_packets = 0
         # The counters of the viewers it had before a restart, so that its
@@ -149,5 +150,6 @@ class RtpForward:
                   for key in VIEWER_COUNTERS}
         return {**(viewer.stats() if viewer is not None else {}),
                 "camera": self.camera.name, "type": "rtp", "target": self.target,
-                "state": self.state, "error": self.error, "restarts": self.restarts,
-                "rtcp_packets_received": self.rtcp_packets, "totals": totals}
+                "state": self.state, "error": self.error, "rtcp_error": self.rtcp_error,
+                "restarts": self.restarts, "rtcp_packets_received": self.rtcp_packets,
+                "totals": totals}
