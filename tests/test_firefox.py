@@ -65,24 +65,30 @@ async def drive(work, *args):
 async def test_the_viewer_page_plays_vp8_with_red_ulpfec_and_rtx(tmp_path):
     async with serving(camera("cam0", "vp8")) as server:
         url = base_url(server)
+        loop = asyncio.get_running_loop()
+
+        async def server_side():
+            (session,) = server.sessions.sessions.values()
+            return session.viewer.stats(), session.viewer.params.rtx_payload_type
 
         def watch():
             with firefox.firefox(tmp_path / "profile") as client:
                 client.navigate(f"{url}/?camera=cam0")
                 wait_for(client, f"return {PLAYERS}.cam0?.frames.length > 60",
                          "60 frames presented")
-                return client.execute_script(f"return {PLAYERS}.cam0"), offered_codecs(client)
+                # While Firefox is still there: its page hangs up when it goes.
+                viewer = asyncio.run_coroutine_threadsafe(server_side(), loop).result(10)
+                return client.execute_script(f"return {PLAYERS}.cam0"), offered_codecs(client), \
+                    viewer
 
-        info, offered = await drive(watch)
-        (session,) = server.sessions.sessions.values()
-        viewer = session.viewer.stats()
+        info, offered, (viewer, rtx) = await drive(watch)
     numbers = [f["frame"] for f in info["frames"]]
     assert numbers == sorted(numbers) and numbers[-1] - numbers[0] + 1 - len(numbers) <= 3
     assert info["stats"]["codec"] == "VP8" and info["connects"] == 1, info
     assert {"red", "ulpfec", "rtx"} <= set(offered), offered
     # Firefox offers RED+ULPFEC and no FlexFEC: VP8 gets RED+ULPFEC (docs/DESIGN.md §6).
     assert viewer["fec"] == "ulpfec" and viewer["fec_packets_sent"] > 0, viewer
-    assert session.viewer.params.rtx_payload_type is not None
+    assert rtx is not None
 
 
 async def test_h264_plays_with_openh264_and_is_refused_clearly_without(tmp_path):
@@ -171,11 +177,16 @@ async def test_under_loss_fec_keeps_firefox_playing(tmp_path):
                                     "frozen_ms": frozen_ms(codes, since, until),
                                     "lost": stats["packetsLost"]}
                         link.loss(0)
-                        return results
+                        # While Firefox is still there: its page hangs up when it goes.
+                        return results, asyncio.run_coroutine_threadsafe(
+                            fec_viewer_stats(), loop).result(10)
 
-                results = await drive(watch)
-                fec_viewer = next(s.viewer.stats() for s in server.sessions.sessions.values()
-                                  if s.camera.name == "fec")
+                async def fec_viewer_stats():
+                    return next(s.viewer.stats() for s in server.sessions.sessions.values()
+                                if s.camera.name == "fec")
+
+                loop = asyncio.get_running_loop()
+                results, fec_viewer = await drive(watch)
     for (loss, label), figures in sorted(results.items()):  # shown with pytest -s
         print(f"firefox vp8 {loss:>2} % loss, {label:>5}: {figures}")
     assert fec_viewer["fec"] == "ulpfec" and fec_viewer["fec_packets_sent"] > 0

@@ -98,3 +98,38 @@ async def test_a_forward_that_cannot_keep_up_never_holds_a_viewer_back(tmp_path)
     assert stats["error"].startswith("behind for more than"), stats
     assert stats["totals"]["skips_to_keyframe"] >= 1, stats
     assert len(codes) > 2 * FPS and missing_frames(codes) <= 2, missing_frames(codes)
+
+
+async def test_an_sfu_without_a_route_yet_is_tried_again_and_the_server_serves(tmp_path, caplog):
+    """At boot the SFU's network may not be up: the forward says so once,
+    the server serves its viewers, and the forward starts once a route
+    appears."""
+    sfu_ip = "10.250.0.1"  # not routed from the server's namespace, at first
+    with netns.Link("fn") as link, link.in_server():
+        forward = {"type": "rtp", "host": sfu_ip, "port": 5004}
+        async with serving(camera("cam0", "h264", forward=[forward]),
+                           address=link.server_ip) as server, aiohttp.ClientSession() as http:
+            (forwarder,) = server.forwards
+            assert forwarder.state == "failed", forwarder.stats()
+            assert forwarder.error.startswith(f"cannot send to {sfu_ip}: "), forwarder.error
+            viewer = WhepViewer(base_url(server))
+            await viewer.connect(http)
+            await viewer.wait_frames(10)
+            # The SFU's address comes up on the far side, and a route to it here.
+            netns.run(*netns.inside(link.client, "ip", "addr", "add", f"{sfu_ip}/32", "dev",
+                                    link.client_veth))
+            with link.in_client():
+                sfu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sfu:
+                sfu.bind((sfu_ip, 5004))
+                netns.run(*netns.inside(link.server, "ip", "route", "add", f"{sfu_ip}/32",
+                                        "via", link.client_ip))
+                await until(lambda: forwarder.state == "forwarding", "the forward started",
+                            timeout=10)
+                await until(lambda: forwarder.stats()["frames_sent"] > 5, "frames forwarded",
+                            timeout=10)
+                sfu.setblocking(False)
+                packet = sfu.recv(2048)
+            await viewer.hang_up(http)
+    assert packet[1] & 0x7F == 96
+    assert caplog.text.count("cannot send to 10.250.0.1") == 1, caplog.text

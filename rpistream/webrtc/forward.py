@@ -66,15 +66,40 @@ class RtpForward:
         self._departed = dict.fromkeys(VIEWER_COUNTERS, 0)
 
     async def start(self) -> None:
+        """Open the sockets and join the broadcaster. A network the SFU cannot
+        be reached on yet (no route: the forward is set up before the link,
+        at boot) is not the server's failure: said once, tried again every
+        RESTART_S until it works or the server stops."""
         loop = asyncio.get_running_loop()
         config = self.config
-        self._rtp, _ = await loop.create_datagram_endpoint(
-            asyncio.DatagramProtocol, remote_addr=(config.host, config.port))
-        self._rtcp, _ = await loop.create_datagram_endpoint(
-            lambda: _RtcpIn(self), remote_addr=(config.host, config.rtcp))
+        try:
+            self._rtp, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, remote_addr=(config.host, config.port))
+            self._rtcp, _ = await loop.create_datagram_endpoint(
+                lambda: _RtcpIn(self), remote_addr=(config.host, config.rtcp))
+        except OSError as exc:
+            self._close_sockets()
+            if self.state != "failed":
+                logger.error("forward %s: cannot send to %s (%s); trying again every %g s",
+                             self.name, config.host, exc.strerror or exc, RESTART_S)
+            self.state, self.error = "failed", f"cannot send to {config.host}: {exc.strerror or exc}"
+            self._restart = loop.call_later(RESTART_S, self._retry)
+            return
         self._attach()
         logger.info("forward %s: started (payload type %d, SSRC %08x, RTCP on port %d)",
                     self.name, config.payload_type, self._ssrc, config.rtcp)
+
+    def _retry(self) -> None:
+        self._restart = None
+        task = asyncio.ensure_future(self.start())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _close_sockets(self) -> None:
+        for transport in (self._rtp, self._rtcp):
+            if transport is not None:
+                transport.close()
+        self._rtp = self._rtcp = None
 
     def _attach(self) -> None:
         """A fresh Viewer on the broadcaster: it waits for (and asks for) a keyframe."""
@@ -138,9 +163,7 @@ class RtpForward:
             self._restart.cancel()
         if self.viewer is not None:
             self.viewer.close("server shutting down")  # -> _fell_behind, which lets it go
-        for transport in (self._rtp, self._rtcp):
-            if transport is not None:
-                transport.close()
+        self._close_sockets()
         for task in self._tasks:
             task.cancel()
 
