@@ -346,11 +346,18 @@ async def test_a_hundred_restarts_leave_no_thread_fd_task_or_memory_behind(sourc
             return psutil.Process().memory_info().rss
 
         await restart(10)  # warm up: the executor's threads, allocator pools, caches
-        before, start_rss = census(), rss()
-        await restart(100)
-        await until(lambda: no_more_than(before), lambda: f"{census()} to be no more than {before}")
-        grown = (rss() - start_rss) / 2**20
-        assert grown < 5, f"RSS grew {grown:.1f} MB over 100 restarts"
+        before, grown, last_rss = census(), [], rss()
+        for _ in range(2):
+            await restart(50)
+            await until(lambda: no_more_than(before),
+                        lambda: f"{census()} to be no more than {before}")
+            grown.append((rss() - last_rss) / 2**20)
+            last_rss = rss()
+        # A leak grows the heap in both halves; the rest of the test process
+        # (the suite's earlier tests, the viewers) can grow it once, in either
+        # (CI saw 6 MB over one run of 100 in the whole suite, under 2 MB alone).
+        assert min(grown) < 2.5, f"RSS grew {grown[0]:.1f} and {grown[1]:.1f} MB over " \
+                                 f"two runs of 50 restarts (50 kB a restart is a leak)"
         assert cam.health.restarts == 110 and cam.health.abandoned_threads == 0
         decoded = watching.frames
         await until(lambda: watching.frames > decoded, "the viewer to decode after it all")
