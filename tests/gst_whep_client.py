@@ -23,7 +23,6 @@ the DTLS certificate webrtcbin used (PEM), the final connection state.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import struct
@@ -41,6 +40,8 @@ gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
+from gst_nice import Failed, candidate_addresses, restrict_nice_to_address  # noqa: E402
+
 LOOPBACK = "127.0.0.1"
 PAYLOAD_TYPE = 96
 CODECS = {
@@ -55,63 +56,8 @@ SETUP_SECONDS = 15
 HTTP_TIMEOUT = 10
 
 
-class Failed(Exception):
-    pass
-
-
 def log(message: str) -> None:
     print(f"gst_whep_client: {message}", file=sys.stderr, flush=True)
-
-
-# --- keeping libnice on loopback -------------------------------------------------
-
-def restrict_nice_to_loopback(webrtc: Gst.Element) -> tuple:
-    """Make libnice gather a host candidate on 127.0.0.1 only, and nothing else.
-
-    libnice otherwise takes every interface's address (and skips loopback), and
-    Debian builds it with UPnP-IGD, which multicasts SSDP discovery. There is no
-    GObject-introspection data for libnice installed (gir1.2-nice-0.1), so the
-    one call this needs, nice_agent_add_local_address(), goes through ctypes on
-    the libnice10 shared library the GStreamer plugin itself links.
-
-    Returns the (ICE, agent) wrappers, which the caller must keep alive:
-    webrtcbin 1.22 never sinks the floating reference of its GstWebRTCNice, so
-    PyGObject takes it over, and dropping the wrapper would free the ICE agent
-    from under webrtcbin (a crash in add_stream).
-    """
-    ice = webrtc.get_property("ice-agent")  # GstWebRTCNice
-    ice.set_property("ice-tcp", False)  # rpistream (aiortc) is UDP only
-    agent = ice.get_property("agent")  # NiceAgent
-    agent.set_property("upnp", False)
-    agent.set_property("ice-tcp", False)
-    try:
-        nice = ctypes.CDLL("libnice.so.10")
-    except OSError as exc:
-        raise Failed(f"cannot load libnice.so.10 to restrict ICE to loopback ({exc})") from None
-    nice.nice_address_new.restype = ctypes.c_void_p
-    nice.nice_address_set_from_string.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    nice.nice_address_set_from_string.restype = ctypes.c_int
-    nice.nice_agent_add_local_address.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-    nice.nice_agent_add_local_address.restype = ctypes.c_int
-    nice.nice_address_free.argtypes = [ctypes.c_void_p]
-    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    get_pointer.restype = ctypes.c_void_p
-    agent_pointer = get_pointer(agent.__gpointer__, None)
-    address = nice.nice_address_new()
-    try:
-        if not nice.nice_address_set_from_string(address, LOOPBACK.encode()):
-            raise Failed("libnice rejected the address 127.0.0.1")
-        if not nice.nice_agent_add_local_address(agent_pointer, address):
-            raise Failed("libnice refused 127.0.0.1 as its local address")
-    finally:
-        nice.nice_address_free(address)
-    return ice, agent
-
-
-def candidate_addresses(sdp: str) -> list[str]:
-    """The connection address of every a=candidate line (RFC 8839 §5.1)."""
-    return [line.split()[4] for line in sdp.splitlines() if line.startswith("a=candidate:")]
 
 
 # --- HTTP (WHEP) -----------------------------------------------------------------
@@ -159,7 +105,7 @@ class Client:
         self.webrtc.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
         self.webrtc.set_property("stun-server", None)
         self.webrtc.set_property("turn-server", None)
-        self.ice_objects = restrict_nice_to_loopback(self.webrtc)
+        self.ice_objects = restrict_nice_to_address(self.webrtc, LOOPBACK)
         self.pipeline.add(self.webrtc)
         self.webrtc.connect("pad-added", self.on_pad_added)
         self.webrtc.connect("notify::ice-gathering-state", self.on_gathering_state)

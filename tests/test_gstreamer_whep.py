@@ -9,12 +9,9 @@ code in each is read here with rpistream's own reader.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import os
-import struct
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,45 +22,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from rpistream.sources import blockcode
+from gstreamer import SYSTEM_PYTHON, decoded_codes, unavailable
 from rpistream.webrtc import aiortc_internals
 from serving import base_url, camera, serving
 
-SYSTEM_PYTHON = "/usr/bin/python3"
 CLIENT = Path(__file__).with_name("gst_whep_client.py")
 SECONDS = 3.0
 MIN_FRAMES = 15  # of ~90 at tests/serving.py's 30 fps; see the test
 CODECS = ["h264", "vp8"]
-
-PROBE = """
-import gi
-gi.require_version("Gst", "1.0")
-gi.require_version("GstWebRTC", "1.0")
-gi.require_version("GstSdp", "1.0")
-from gi.repository import Gst, GstWebRTC, GstSdp
-Gst.init(None)
-missing = [name for name in ("webrtcbin", "nicesrc", "nicesink")
-           if Gst.ElementFactory.find(name) is None]
-print(" ".join(missing))
-"""
-
-
-@functools.cache
-def unavailable() -> str | None:
-    """Why the GStreamer client cannot run here, or None when it can."""
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        return f"{SYSTEM_PYTHON} is missing"
-    result = subprocess.run([SYSTEM_PYTHON, "-c", PROBE], capture_output=True, text=True,
-                            timeout=30)
-    if result.returncode != 0:
-        return (f"{SYSTEM_PYTHON} has no PyGObject/GStreamer WebRTC typelibs (install "
-                f"python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 "
-                f"gir1.2-gst-plugins-bad-1.0): {result.stderr.strip().splitlines()[-1:]}")
-    if result.stdout.strip():
-        return (f"GStreamer lacks {result.stdout.strip()} (install gstreamer1.0-plugins-bad "
-                f"gstreamer1.0-nice)")
-    return None
-
 
 @pytest.fixture(autouse=True)
 def _needs_gstreamer_webrtc():
@@ -90,18 +56,6 @@ async def run_client(server, codec: str, out: Path) -> tuple[int, dict | None, s
     lines = stdout.decode().strip().splitlines()
     report = json.loads(lines[-1]) if lines else None
     return process.returncode, report, stderr.decode()
-
-
-def decoded_codes(out: Path) -> list[tuple[int, int] | None]:
-    """The block code of every frame the client decoded, in order."""
-    data, codes, offset = out.read_bytes(), [], 0
-    while offset < len(data):
-        width, height = struct.unpack_from("<HH", data, offset)
-        offset += 4
-        plane = np.frombuffer(data, np.uint8, width * height, offset).reshape(height, width)
-        offset += width * height
-        codes.append(blockcode.read(plane))
-    return codes
 
 
 async def wait_for_no_sessions(server, seconds: float = 3.0) -> int:
