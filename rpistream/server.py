@@ -20,6 +20,7 @@ from rpistream.web.ratelimit import OfferRateLimit
 from rpistream.webrtc import aiortc_internals
 from rpistream.webrtc.forward import RtpForward
 from rpistream.webrtc.sessions import SessionRegistry
+from rpistream.webrtc.whip import WhipForward
 
 logger = logging.getLogger("rpistream")
 
@@ -37,7 +38,7 @@ class Server:
         self.config = config = choose_default_camera(config)
         self.cameras: dict[str, Camera] = {}
         # [[camera.forward]]s, started once their cameras are.
-        self.forwards: list[RtpForward] = []
+        self.forwards: list[RtpForward | WhipForward] = []
         ice_servers = config.server.ice_servers
         self.sessions = SessionRegistry(ice_servers=ice_servers, limits=config.limits)
         self.memory = MemoryWatch(config.monitor, cameras=self.cameras, sessions=self.sessions)
@@ -75,9 +76,16 @@ class Server:
             limits = self.config.limits
             for camera in self.cameras.values():
                 for forward_config in camera.config.forward:
-                    forward = RtpForward(camera, forward_config,
-                                         queue_frames=limits.viewer_queue_frames,
-                                         slow_timeout=limits.slow_viewer_timeout)
+                    if forward_config.type == "whip":
+                        forward = WhipForward(
+                            camera, forward_config, ice_timeout=limits.ice_timeout,
+                            ice_servers=self.config.server.ice_servers,
+                            queue_frames=limits.viewer_queue_frames,
+                            slow_timeout=limits.slow_viewer_timeout)
+                    else:
+                        forward = RtpForward(camera, forward_config,
+                                             queue_frames=limits.viewer_queue_frames,
+                                             slow_timeout=limits.slow_viewer_timeout)
                     self.forwards.append(forward)
                     await forward.start()
             log_malformed_requests_in_one_line()
@@ -96,8 +104,7 @@ class Server:
         self.notifier.stopping()
         self.memory.stop()
         await self.sessions.close_all("server shutting down")
-        for forward in self.forwards:
-            forward.stop()
+        await asyncio.gather(*(forward.stop() for forward in self.forwards))
         await asyncio.gather(*(camera.stop() for camera in self.cameras.values()))
         if self._runner is not None:
             await self._runner.cleanup()

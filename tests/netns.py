@@ -86,6 +86,10 @@ class Link:
             run(*inside(self.client, "nft", "add", "table", "inet", "loss"))
             run(*inside(self.client, "nft", "add", "chain", "inet", "loss",
                 "input", "{ type filter hook input priority 0 ; }"))
+            for ns in (self.server, self.client):
+                run(*inside(ns, "nft", "add", "table", "inet", "cut"))
+                run(*inside(ns, "nft", "add", "chain", "inet", "cut",
+                    "input", "{ type filter hook input priority 0 ; }"))
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -102,6 +106,16 @@ class Link:
             run(*inside(self.client, "nft", "add", "rule", "inet", "loss",
                 "input", "ip", "saddr", self.server_ip, "meta", "l4proto", "udp",
                 "numgen", "random", "mod", "100", "<", str(percent), "drop"))
+
+    def cut(self, cut: bool = True) -> None:
+        """Drop everything between the two, both ways (on input: senders see
+        no error, as when a cable is pulled or Wi-Fi is gone); cut(False)
+        lets it through again."""
+        for ns, peer in ((self.server, self.client_ip), (self.client, self.server_ip)):
+            run(*inside(ns, "nft", "flush", "chain", "inet", "cut", "input"))
+            if cut:
+                run(*inside(ns, "nft", "add", "rule", "inet", "cut", "input",
+                    "ip", "saddr", peer, "drop"))
 
     @contextlib.contextmanager
     def in_server(self):

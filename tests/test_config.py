@@ -261,6 +261,19 @@ ERRORS = [
     ({"server": {"ice_servers": {"urls": "stun:x"}}},
      r"^server.ice_servers = \{ urls = \"stun:x\" \}: must be an array, each item a table with "
      r"keys urls, username, credential, secret_file, credential_lifetime$"),
+    # [[camera.forward]]
+    ({"camera": [{"name": "c", "source": "testpattern", "forward": [{"type": "whip"}]}]},
+     r"^camera\[0\].forward\[0\].url: missing; a forward of type whip needs it$"),
+    ({"camera": [{"name": "c", "source": "testpattern",
+                  "forward": [{"type": "rtp", "host": "10.0.0.2"}]}]},
+     r"^camera\[0\].forward\[0\].port: missing; a forward of type rtp needs it$"),
+    ({"camera": [{"name": "c", "source": "testpattern",
+                  "forward": [{"type": "whip", "url": "https://s/whip", "host": "10.0.0.2"}]}]},
+     r'^camera\[0\].forward\[0\].host = "10.0.0.2": is for forwards of type rtp, not whip$'),
+    ({"camera": [{"name": "c", "source": "testpattern",
+                  "forward": [{"type": "whip", "url": "sfu.example.org/whip"}]}]},
+     r'^camera\[0\].forward\[0\].url = "sfu.example.org/whip": must be an http:// or '
+     r"https:// URL$"),
     # [monitor]
     ({"monitor": {"sample_interval": 1}},
      r"^monitor.sample_interval = 1: must be a number of seconds from 5 to 600$"),
@@ -520,6 +533,22 @@ def test_a_turn_secret_is_read_from_its_file_and_never_shown(tmp_path):
     secret.write_text("short")
     with pytest.raises(ConfigError, match=r"server.ice_servers\[0\].secret_file = \".*\": "
                                           r"holds 5 characters; a TURN secret needs at least 16"):
+        load_config(str(config_file))
+
+
+def test_a_whip_bearer_token_is_read_from_its_file_and_never_shown(tmp_path):
+    token = tmp_path / "whip-token"
+    token.write_text("the-endpoints-bearer-token\n")
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[[camera]]\nname = "c"\nsource = "testpattern"\n'
+                           f'[[camera.forward]]\ntype = "whip"\nurl = "https://s/whip"\n'
+                           f'bearer_token_file = "{token}"\n')
+    (forward,) = load_config(str(config_file)).cameras[0].forward
+    assert forward.bearer_token == "the-endpoints-bearer-token"
+    assert "bearer-token" not in repr(forward)
+    token.write_text("short")
+    with pytest.raises(ConfigError, match=r"camera\[0\].forward\[0\].bearer_token_file = "
+                                          r"\".*\": holds 5 characters; a bearer token needs"):
         load_config(str(config_file))
 
 

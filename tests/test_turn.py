@@ -20,8 +20,8 @@ from aioice import stun, turn as aioice_turn
 
 import turn
 from rpistream.config import parse_config, read_secrets
-from rpistream.webrtc.ice_servers import (SessionIceServer, link_header, session_ice_servers,
-                                          turn_rest_credentials)
+from rpistream.webrtc.ice_servers import (SessionIceServer, link_header, parse_link_header,
+                                          session_ice_servers, turn_rest_credentials)
 from serving import base_url, camera, serving
 from whep_client import WhepViewer
 
@@ -160,3 +160,16 @@ def test_the_pages_parser_reads_every_link_the_server_writes():
          "credential": "c+/=="},
     ]
     assert link_header([]) is None
+
+
+def test_the_whip_publisher_reads_ice_servers_from_link_headers():
+    """The publisher's parser (an endpoint's Link headers, RFC 9725 §4.6) reads
+    what the server writes, and skips links of other relations."""
+    servers = [SessionIceServer(("turn:t.example.org?transport=udp", "turns:t:5349"),
+                                'name "quoted", with \\ and ;', "c+/==")]
+    (server,) = servers
+    assert parse_link_header([link_header(servers)]) == [
+        SessionIceServer((url,), server.username, server.credential) for url in server.urls]
+    assert parse_link_header(['<https://x.example.org/>; rel="next", '
+                              '<stun:s.example.org:3478>; rel=ice-server', "garbage"]) == [
+        SessionIceServer(("stun:s.example.org:3478",))]

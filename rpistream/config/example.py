@@ -10,8 +10,8 @@ import dataclasses
 import textwrap
 
 from rpistream.config.loader import DEFAULT_CONFIG_PATH
-from rpistream.config.schema import (SOURCE_OPTIONS, CameraConfig, Config, ForwardConfig,
-                                     RecordConfig)
+from rpistream.config.schema import (KEYS_BY_TYPE, SOURCE_OPTIONS, CameraConfig, Config,
+                                     ForwardConfig, RecordConfig)
 from rpistream.config.values import REQUIRED, default_of, schema
 
 
@@ -74,10 +74,18 @@ def example_config() -> str:
             for k, f in schema(RecordConfig).items():
                 out += ["#", *_describe(f, k)]
             out += ["#", *_comment("Each forward to an SFU is a [[camera.forward]] table "
-                                   "after the camera's other keys; any number:"),
-                    "#[[camera.forward]]"]
-            for k, f in schema(ForwardConfig).items():
-                out += ["#", *_describe(f, k)]
+                                   "after the camera's other keys; any number:")]
+            forward_keys = schema(ForwardConfig)
+            for kind, names in KEYS_BY_TYPE.items():
+                out += ["#[[camera.forward]]"]
+                if kind == "rtp":
+                    out += ["#", *_describe(forward_keys["type"], "type")]
+                else:
+                    out += [f'#type = "{kind}"']
+                for k in names:
+                    out += ["#", *_describe(forward_keys[k], k)]
+                out += ["#"]
+            out.pop()
             out += ["#", *_comment(
                 "Options of the camera's source go in a [camera.options] table after "
                 "the camera's other keys; each source has its own:")]

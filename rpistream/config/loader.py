@@ -99,7 +99,8 @@ def load_config(path: str | None = None, overrides: dict | None = None, *,
 
 def read_secrets(config: Config, source: str) -> Config:
     """`config` with the secrets its files hold: the access token (unless
-    the config gives one) and each TURN server's shared secret."""
+    the config gives one), each TURN server's shared secret and each WHIP
+    forward's bearer token."""
     server = config.server
     if server.token is None and server.token_file is not None:
         server = dataclasses.replace(server, token=read_secret_file(
@@ -109,7 +110,13 @@ def read_secrets(config: Config, source: str) -> Config:
             ice.secret_file, f"server.ice_servers[{i}].secret_file", "a TURN secret", source))
         if ice.secret_file is not None else ice
         for i, ice in enumerate(server.ice_servers)))
-    return dataclasses.replace(config, server=server)
+    cameras = tuple(dataclasses.replace(camera, forward=tuple(
+        dataclasses.replace(forward, bearer_token=read_secret_file(
+            forward.bearer_token_file, f"camera[{c}].forward[{i}].bearer_token_file",
+            "a bearer token", source))
+        if forward.bearer_token_file is not None else forward
+        for i, forward in enumerate(camera.forward))) for c, camera in enumerate(config.cameras))
+    return dataclasses.replace(config, server=server, cameras=cameras)
 
 
 # A token or a shared secret this short could be guessed, or found from

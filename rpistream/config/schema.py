@@ -196,25 +196,65 @@ class ForwardConfig(Section):
     """One [[camera.forward]] table: the camera's packets to an SFU."""
 
     type: str = key(
-        Choice(("rtp",)),
+        Choice(("rtp", "whip")),
         "\"rtp\": the camera's RTP packets (the ones its viewers get, with their own "
         "SSRC and sequence numbers) to host:port, e.g. a Janus streaming mountpoint; "
-        "RTCP both ways on rtcp_port.", example="rtp")
-    host: str = key(IpAddress(), "Where the SFU receives the stream.", example="192.168.1.50")
-    port: int = key(Int(1, 65535), "Its RTP port (Janus: the mountpoint's videoport).",
-                    example=5004)
+        "RTCP both ways on rtcp_port. \"whip\": published over WebRTC to a WHIP "
+        "endpoint (RFC 9725: Janus behind a WHIP server, MediaMTX, LiveKit ingress, "
+        "cloud services) at url.", example="rtp")
+    host: str | None = key(IpAddress(), "rtp: where the SFU receives the stream.", None,
+                           default_text="none, required with type \"rtp\"",
+                           example="192.168.1.50")
+    port: int | None = key(Int(1, 65535), "rtp: its RTP port (Janus: the mountpoint's "
+                           "videoport).", None, default_text="none, required with type \"rtp\"",
+                           example=5004)
     rtcp_port: int | None = key(
         Int(1, 65535),
-        "Its RTCP port (Janus: videortcpport): sender reports go there, and "
+        "rtp: its RTCP port (Janus: videortcpport): sender reports go there, and "
         "keyframe requests (PLI, FIR) come back from it.",
         None, default_text="port + 1 (RFC 3550 §11)", example=5005)
     # Bounds: RFC 3551 §6 leaves 96-127 to dynamic payload types.
     payload_type: int = key(
-        Int(96, 127), "The RTP payload type the SFU expects (Janus: videopt).", 96)
+        Int(96, 127), "rtp: the RTP payload type the SFU expects (Janus: videopt).", 96)
+    url: str | None = key(
+        Str(pattern=r"https?://[^\s/]+\S*", described="an http:// or https:// URL"),
+        "whip: the WHIP endpoint the stream is published to.", None,
+        default_text="none, required with type \"whip\"", example="https://sfu.example.org/whip/cam0")
+    bearer_token_file: str | None = key(
+        Str(described="the path of a file that holds the token"),
+        "whip: a file holding the bearer token the endpoint asks for (RFC 9725 "
+        "§4.5). Read at startup; never logged.", None, example="/etc/rpistream/whip-token")
+    # The bearer_token_file's content, read by the loader
+    # (rpistream/config/loader.py); not a key, and never shown.
+    bearer_token: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def rtcp(self) -> int:
         return self.rtcp_port if self.rtcp_port is not None else self.port + 1
+
+    @property
+    def target(self) -> str:
+        return self.url if self.type == "whip" else f"rtp://{self.host}:{self.port}"
+
+    @staticmethod
+    def problems(values):
+        kind = values.get("type")
+        for name in REQUIRED_BY_TYPE.get(kind, ()):
+            if values.get(name) is None:
+                yield name, f"missing; a forward of type {kind} needs it"
+        for other, names in KEYS_BY_TYPE.items():
+            if kind not in KEYS_BY_TYPE or other == kind:
+                continue
+            for name in names:
+                # payload_type has a default: whether it was given cannot be told.
+                if name != "payload_type" and values.get(name) is not None:
+                    yield name, f"is for forwards of type {other}, not {kind}"
+
+
+# The keys of each forward type (besides `type`), and those it requires.
+KEYS_BY_TYPE = {"rtp": ("host", "port", "rtcp_port", "payload_type"),
+                "whip": ("url", "bearer_token_file")}
+REQUIRED_BY_TYPE = {"rtp": ("host", "port"), "whip": ("url",)}
 
 
 # `source` kind -> its options. The keys are the allowed `source` values.

@@ -387,7 +387,10 @@ class Table(ValueType):
                 values[f.name] = type_.parse(type_.missing_as, key_path, walk, values)
         valid = {k: v for k, v in values.items() if v is not INVALID}
         for key_, message in self.cls.problems(valid):
-            walk.error(f"{walk.join(path, key_)} = {show(valid[key_])}: {message}")
+            if values.get(key_) is INVALID:
+                continue  # its own error is said; to the check it looked left out
+            shown = f" = {show(valid[key_])}" if key_ in valid else ""  # or missing
+            walk.error(f"{walk.join(path, key_)}{shown}: {message}")
         if len(valid) < len(values):
             return INVALID
         return self.cls(**valid)

@@ -79,13 +79,13 @@ class ServerCollector:
         """Per forward to an SFU ([[camera.forward]]), labelled by camera and target."""
         labels = ["camera", "target"]
         up = GaugeMetricFamily("rpistream_forward_up",
-                               "1 while the forward sends (not behind and restarting).",
+                               "1 while the forward sends (not behind, dropped or starting again).",
                                labels=labels)
         counters = {key: CounterMetricFamily(name.replace("viewer", "forward", 1),
                                              text.replace("viewers", "the SFU"), labels=labels)
                     for key, (name, text) in VIEWER_COUNTER_METRICS.items()}
         restarts = CounterMetricFamily("rpistream_forward_restarts",
-                                       "Times the forward fell behind and started again.",
+                                       "Times the forward fell behind or dropped and started again.",
                                        labels=labels)
         for forward in list(self.forwards):
             s = forward.stats()

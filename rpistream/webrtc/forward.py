@@ -46,7 +46,7 @@ class RtpForward:
     def __init__(self, camera, config, *, queue_frames: int, slow_timeout: float):
         self.camera = camera
         self.config = config
-        self.target = f"rtp://{config.host}:{config.port}"
+        self.target = config.target
         self.name = f"{camera.name} -> {self.target}"
         self._queue_frames = queue_frames
         self._slow_timeout = slow_timeout
@@ -157,7 +157,7 @@ class RtpForward:
         self.restarts += 1
         self._attach()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         self.state = "stopped"
         if self._restart is not None:
             self._restart.cancel()

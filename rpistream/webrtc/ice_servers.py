@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass
 
@@ -86,3 +87,25 @@ def rtc_ice_servers(servers: list[SessionIceServer]) -> list[RTCIceServer]:
     """The servers for aiortc: it takes a list of URLs, never a tuple."""
     return [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
             for s in servers]
+
+
+# One link of a Link header (RFC 8288 §3): <URI> and its ;-separated
+# parameters, whose values are tokens or quoted strings (RFC 9110 §5.6.4).
+_LINK = re.compile(r'\s*<([^>]*)>((?:\s*;\s*[\w-]+\s*(?:=\s*(?:"(?:[^"\\]|\\.)*"|[^;,\s]*))?)*)')
+_PARAM = re.compile(r';\s*([\w-]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^;,\s]*)))?')
+
+
+def parse_link_header(values: list[str]) -> list[SessionIceServer]:
+    """The ICE servers in Link header values (RFC 9725 §4.6), as a WHIP
+    endpoint sends them: the inverse of link_header(), one server per link;
+    links of other relations are skipped."""
+    servers = []
+    for value in values:
+        for match in _LINK.finditer(value):
+            params = {param[1].lower(): (re.sub(r"\\(.)", r"\1", param[2])
+                                         if param[2] is not None else param[3])
+                      for param in _PARAM.finditer(match.group(2))}
+            if params.get("rel") == "ice-server":
+                servers.append(SessionIceServer((match.group(1),), params.get("username"),
+                                                params.get("credential")))
+    return servers

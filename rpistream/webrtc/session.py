@@ -11,6 +11,7 @@ from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpCodecParameters,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 
@@ -75,15 +76,20 @@ def parse_offer(sdp: str, camera_name: str):
 
 
 def answer_codecs(media, codec: RTCRtpCodecParameters, camera_name: str,
-                  fec_schemes: tuple[str, ...]) -> tuple[list, str | None]:
+                  fec_schemes: tuple[str, ...], *,
+                  answering: bool = True) -> tuple[list, str | None]:
     """The camera's codec under the payload type the offer gave it, with the
     offer's RTX for it if any, then what the chosen FEC scheme needs (after the
     media codecs: aiortc sends with the first codec listed). RFC 3264 §6.1:
-    the answerer keeps the offerer's payload type numbers."""
+    the answerer keeps the offerer's payload type numbers. Read from an
+    answer (`answering` False), what the answer accepted of our offer."""
     for offered in media.rtp.codecs:
         if compatible(codec, offered):
             break
     else:
+        if not answering:
+            raise OfferError(f"the answer does not take {describe_codec(codec)}, the only "
+                             f"codec camera {camera_name!r} sends")
         raise OfferError(f"camera {camera_name!r} sends {describe_codec(codec)}, which the "
                          f"offer does not include; offer that codec to watch this camera")
     feedback = [f for f in aiortc_internals.FEEDBACK if f in offered.rtcpFeedback]
@@ -144,6 +150,34 @@ def choose_fec(media, schemes: tuple[str, ...]) -> str | None:
     return None
 
 
+def offer_fec(sdp: str, schemes: tuple[str, ...]) -> str:
+    """An offer made by aiortc, which knows no FEC, with the codecs `schemes`
+    need added to its video section: RED (RFC 2198) and ULPFEC (RFC 5109,
+    with RTX for RED when RTX is offered), FlexFEC-03 (with the repair window
+    libwebrtc offers, in microseconds)."""
+    description = aiortc_internals.parse_sdp(sdp)
+    media = next(m for m in description.media if m.kind == "video")
+    free = iter(pt for pt in range(96, 128) if pt not in media.fmt)
+    rtx = offered_codec(media, "video/rtx") is not None
+
+    def add(mime_type: str, **parameters) -> int:
+        pt = next(free)
+        media.fmt.append(pt)
+        media.rtp.codecs.append(RTCRtpCodecParameters(
+            mimeType=mime_type, clockRate=90000, payloadType=pt, parameters=parameters))
+        return pt
+
+    for scheme in schemes:
+        if scheme == "ulpfec":
+            red = add("video/red")
+            if rtx:
+                add("video/rtx", apt=red)
+            add("video/ulpfec")
+        elif scheme == "flexfec-03":
+            add("video/flexfec-03", **{"repair-window": "10000000"})
+    return str(description)
+
+
 def announce_flexfec_ssrc(sdp: str, media_ssrc: int, fec_ssrc: int) -> str:
     """Chrome uses FlexFEC only when the answer names the FEC stream:
     `a=ssrc-group:FEC-FR <media> <fec>` and its own `a=ssrc` lines (docs/DESIGN.md §6)."""
@@ -187,21 +221,35 @@ class PeerSession:
         self._closing: asyncio.Task | None = None
         self._ice_timer: asyncio.TimerHandle | None = None
         self._dtls = None
+        self._transceiver = None
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=rtc_ice_servers(ice_servers)))
         self.pc.on("connectionstatechange", self._on_state)
 
-    async def answer(self, offer_sdp: str) -> str:
-        """Negotiate: the answer SDP, with every local ICE candidate in it."""
-        media = parse_offer(offer_sdp, self.camera.name)
-        camera_codec = RTCRtpCodecParameters(mimeType=self.camera.mime_type, clockRate=90000,
-                                             parameters=dict(self.camera.fmtp))
-        aiortc_internals.register_video_codec(camera_codec.mimeType, camera_codec.parameters)
-        codecs, self.fec_scheme = answer_codecs(media, camera_codec, self.camera.name,
-                                                self.camera.fec_schemes)
+    def _camera_codec(self) -> RTCRtpCodecParameters:
+        codec = RTCRtpCodecParameters(mimeType=self.camera.mime_type, clockRate=90000,
+                                      parameters=dict(self.camera.fmtp))
+        aiortc_internals.register_video_codec(codec.mimeType, codec.parameters)
+        return codec
+
+    def _add_video(self):
         transceiver = self.pc.addTransceiver("video", direction="sendonly")
         self._ssrc, self._rtx_ssrc = aiortc_internals.take_over_sender(
             transceiver, self._on_dtls_connected, self._on_sender_stop)
         self._dtls = transceiver.sender.transport
+        self._transceiver = transceiver
+        return transceiver
+
+    def _start_ice_timer(self) -> None:
+        self._ice_timer = asyncio.get_running_loop().call_later(
+            self._ice_timeout, self._ice_timed_out)
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Negotiate: the answer SDP, with every local ICE candidate in it."""
+        media = parse_offer(offer_sdp, self.camera.name)
+        camera_codec = self._camera_codec()
+        codecs, self.fec_scheme = answer_codecs(media, camera_codec, self.camera.name,
+                                                self.camera.fec_schemes)
+        transceiver = self._add_video()
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except CLIENT_ERRORS as exc:
@@ -222,12 +270,52 @@ class PeerSession:
             # match the offer's sections): still the offer's fault.
             logger.info("offer accepted but not answerable: %s", describe_failure(exc))
             raise OfferError(f"the offer cannot be answered ({describe_failure(exc)})") from None
-        self._ice_timer = asyncio.get_running_loop().call_later(
-            self._ice_timeout, self._ice_timed_out)
+        self._start_ice_timer()
         answer = self.pc.localDescription.sdp
         if self.fec_scheme == "flexfec-03":
             answer = announce_flexfec_ssrc(answer, self._ssrc, self._flexfec_ssrc)
         return answer
+
+    async def offer(self) -> str:
+        """Publish instead (WHIP, RFC 9725 §4.2): the offer SDP, every local ICE
+        candidate in it, with the camera's codec and RTX, and the FEC schemes
+        the camera can send, which the answer then picks from."""
+        transceiver = self._add_video()
+        codec = self._camera_codec()
+        capabilities = RTCRtpSender.getCapabilities("video").codecs
+        transceiver.setCodecPreferences(
+            [c for c in capabilities if c.mimeType.lower() == "video/rtx"
+             or (c.mimeType == codec.mimeType and c.parameters == codec.parameters)])
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = offer_fec(self.pc.localDescription.sdp, self.camera.fec_schemes)
+        if "flexfec-03" in self.camera.fec_schemes:
+            offer = announce_flexfec_ssrc(offer, self._ssrc, self._flexfec_ssrc)
+        return offer
+
+    async def accept_answer(self, answer_sdp: str) -> None:
+        """The publish's answer: the codecs it kept, and ICE and DTLS start.
+        OfferError (the answer's fault) says what is wrong with it."""
+        try:
+            description = aiortc_internals.parse_sdp(answer_sdp)
+        except Exception as exc:  # aiortc's parser raises whatever it trips on
+            raise OfferError(f"the answer is not valid SDP ({describe_failure(exc)})") from None
+        media = next((m for m in description.media if m.kind == "video"), None)
+        if media is None or media.direction not in ("recvonly", "sendrecv"):
+            raise OfferError("the answer does not receive the video (no recvonly m=video)")
+        codecs, self.fec_scheme = answer_codecs(media, self._camera_codec(), self.camera.name,
+                                                self.camera.fec_schemes, answering=False)
+        # aiortc matches the answer's codecs to its own list, then to the
+        # preferences by exact parameters, which an answerer need not repeat
+        # (RFC 6184 §8.2.2): without preferences it only has to find the codec.
+        self._transceiver.setCodecPreferences([])
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp,
+                                                                     type="answer"))
+        except CLIENT_ERRORS as exc:
+            raise OfferError(f"the answer cannot be used ({describe_failure(exc)})") from None
+        # aiortc kept the codecs it knows; the video goes out with all the answer took.
+        aiortc_internals.set_negotiated_codecs(self._transceiver, codecs)
+        self._start_ice_timer()
 
     async def add_candidates(self, sdpfrag: str) -> int:
         """Trickled remote candidates (RFC 8840 SDP fragment): how many were added."""
