@@ -64,7 +64,6 @@ if ROOT not in sys.path:
 
 WIDTH, HEIGHT, FPS, BITRATE = 1280, 720, 30, 4_000_000
 CLIP_SECONDS = 3
-GOP = FPS  # a keyframe every second: a joining viewer waits at most that long
 CLOCK_RATE = 90_000  # RFC 6184 §8.2.1: H.264 RTP clock
 DELIVERED_MIN = 0.9  # fraction of the frames due that each viewer must receive
 # Bounds on every wait, in seconds.
@@ -78,33 +77,35 @@ FULL = {"viewers": (1, 10, 30), "windows": {1: 10.0, 10: 10.0, 30: 10.0}}
 
 # --- the stream both sides send --------------------------------------------------
 
-def encode_clip(path: str) -> dict:
+def encode_clip(path: str, width: int = WIDTH, height: int = HEIGHT, fps: int = FPS,
+                bitrate: int = BITRATE) -> dict:
     """CLIP_SECONDS of a sliding texture with fresh noise on every frame (so
-    delta frames carry real residual, as a camera's do), H.264 at BITRATE."""
+    delta frames carry real residual, as a camera's do), H.264 at `bitrate`,
+    a keyframe a second."""
     import av
     import numpy as np
 
-    frames, step = CLIP_SECONDS * FPS, 4
+    frames, step = CLIP_SECONDS * fps, 4
     context = av.CodecContext.create("libx264", "w")
-    context.width, context.height, context.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    context.time_base = fractions.Fraction(1, FPS)
-    context.framerate = fractions.Fraction(FPS, 1)
-    context.gop_size = GOP
-    context.bit_rate = BITRATE
-    kbits = BITRATE // 1000
+    context.width, context.height, context.pix_fmt = width, height, "yuv420p"
+    context.time_base = fractions.Fraction(1, fps)
+    context.framerate = fractions.Fraction(fps, 1)
+    context.gop_size = gop = fps  # a keyframe a second: a joining viewer waits that at most
+    context.bit_rate = bitrate
+    kbits = bitrate // 1000
     # Constrained baseline: what aiortc's offer lists (42e01f) and the Pi sends.
     context.options = {
         "preset": "ultrafast", "tune": "zerolatency", "profile": "baseline",
         "x264-params": f"vbv-maxrate={kbits}:vbv-bufsize={kbits // 2}:"
-                       f"keyint={GOP}:min-keyint={GOP}:scenecut=0"}
+                       f"keyint={gop}:min-keyint={gop}:scenecut=0"}
     rng = np.random.default_rng(2024)
-    texture = rng.integers(0, 256, (HEIGHT + step * frames, WIDTH + step * frames), np.uint8)
-    chroma = np.full((HEIGHT // 2, WIDTH), 128, np.uint8)
+    texture = rng.integers(0, 256, (height + step * frames, width + step * frames), np.uint8)
+    chroma = np.full((height // 2, width), 128, np.uint8)
     stream = bytearray()
     for index in range(frames):
         shift = index * step
-        luma = texture[shift:shift + HEIGHT, shift:shift + WIDTH].astype(np.int16)
-        luma += rng.integers(-6, 7, (HEIGHT, WIDTH), np.int16)
+        luma = texture[shift:shift + height, shift:shift + width].astype(np.int16)
+        luma += rng.integers(-6, 7, (height, width), np.int16)
         picture = av.VideoFrame.from_ndarray(
             np.concatenate([luma.clip(0, 255).astype(np.uint8), chroma]), format="yuv420p")
         picture.pts = index

@@ -137,8 +137,8 @@ class JanusViewer(WhepViewer):
     """A viewer of the mountpoint through Janus's HTTP API (Janus offers, we
     answer); decodes and reads block codes like WhepViewer."""
 
-    def __init__(self, janus_url: str):
-        super().__init__(janus_url)
+    def __init__(self, janus_url: str, read_codes: bool = True):
+        super().__init__(janus_url, read_codes=read_codes)
         self.janus_url = janus_url
         self.session_url: str | None = None
         self.handle_url: str | None = None

@@ -8,7 +8,11 @@ of the same camera misses nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -20,6 +24,8 @@ from waiting import until
 from whep_client import WhepViewer, missing_frames
 
 pytestmark = pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
+
+BENCH = Path(__file__).parents[1] / "bench" / "bench_forward.py"
 
 VIEWERS = 3
 FPS = 30
@@ -67,6 +73,21 @@ async def test_janus_viewers_get_the_forwarded_camera(tmp_path):
     # and the source made keyframes for them (its own come every 30 s).
     assert stats["keyframe_requests"] > 1, stats
     assert keyframes >= 2, keyframes
+
+
+@pytest.mark.skipif(not janus.available(), reason="janus is not installed")
+def test_a_hundred_janus_viewers_decode_the_forwarded_camera():
+    """bench/bench_forward.py --quick, whose figures the README quotes: a
+    hundred aiortc viewers of Janus, each decoding what Janus fans out of the
+    one stream rpistream forwards, every one of them still decoding in the
+    measured window. (Its CPU ratio is a figure, not a test: README.)"""
+    result = subprocess.run([sys.executable, str(BENCH), "--quick", "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    print(figures)
+    assert figures["viewers"] == 100, figures
+    assert figures["janus_viewers_fps_min"] > 0, figures
 
 
 async def test_a_forward_that_cannot_keep_up_never_holds_a_viewer_back(tmp_path):

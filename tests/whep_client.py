@@ -18,8 +18,11 @@ MAX_CODES = 3000
 class WhepViewer:
     """One recvonly peer connection to a camera's WHEP endpoint."""
 
-    def __init__(self, base_url: str, camera: str = "cam0"):
+    def __init__(self, base_url: str, camera: str = "cam0", read_codes: bool = True):
+        """`read_codes` False: count decoded frames only (a benchmark's many
+        viewers of a stream without block codes)."""
         self.url = f"{base_url}/cameras/{camera}/whep"
+        self.read_codes = read_codes
         self.base_url = base_url
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.codes: list[tuple[int, int]] = []
@@ -36,6 +39,8 @@ class WhepViewer:
             while True:
                 frame = await track.recv()
                 self.frames += 1
+                if not self.read_codes:
+                    continue
                 code = blockcode.read(frame.to_ndarray(format="gray"))
                 if code is not None and len(self.codes) < MAX_CODES:
                     self.codes.append(code)
