@@ -24,14 +24,15 @@ APT_PACKAGES="ca-certificates python3 python3-venv python3-dev build-essential"
 # certutil makes Chromium trust its test certificate for TURN over TLS;
 # firefox-esr is the second browser engine, driven through Marionette, and
 # webkit2gtk-driver the third (WebKit, Safari's), on an Xvfb display; janus
-# is the SFU a camera is forwarded to.
+# is the SFU a camera is forwarded to; curl fetches Janus's JavaScript library
+# from the npm registry (scripts/fetch-npm.sh).
 TEST_PACKAGES="gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-nice python3-gi
   gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0
   chromium fonts-dejavu-core nodejs iproute2 nftables
   dpkg-dev debhelper dh-virtualenv lintian debootstrap git python3-numpy python3-av
   qemu-user-static python3-pywt coturn libnss3-tools firefox-esr
-  webkit2gtk-driver xvfb janus"
+  webkit2gtk-driver xvfb janus curl"
 EXTRAS=""
 if [ "${1:-}" = "--test" ]; then
     APT_PACKAGES="$APT_PACKAGES $TEST_PACKAGES"
@@ -43,9 +44,9 @@ for pkg in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
         || missing="$missing $pkg"
 done
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if [ -n "$missing" ]; then
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "setup: installing Debian packages:$missing"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
@@ -59,3 +60,9 @@ fi
 # Editable install: builds the extensions into rpistream/ so the tests and the
 # server run the checkout as it is. A failed compile stops here.
 .venv/bin/python -m pip install -q -e ".$EXTRAS"
+
+# The npm packages a browser test loads into its page, pinned and verified,
+# cached under /var/cache/rpistream-npm (as root, like the Debian packages).
+if [ "${1:-}" = "--test" ]; then
+    $SUDO ./scripts/fetch-npm.sh
+fi
