@@ -127,34 +127,39 @@ CHILD_ROLES = {"server": child_server, "viewers": child_viewers}
 
 # --- the parent ----------------------------------------------------------------------
 
-def cpu_seconds(pid: int) -> float:
-    """The CPU time of every thread of `pid`, to the nanosecond (the first
-    field of each /proc/PID/task/TID/schedstat): rpistream uses about 1 % of
-    a core here, which the 10 ms ticks of /proc/PID/stat would measure to
-    ±25 % over a 4 s window. A thread that ended meanwhile is not counted;
+def cpu_and_wakeups(pid: int) -> tuple[float, int]:
+    """The CPU seconds of every thread of `pid`, to the nanosecond (the first
+    field of each /proc/PID/task/TID/schedstat: rpistream uses about 1 % of a
+    core here, which the 10 ms ticks of /proc/PID/stat would measure to ±25 %
+    over a 4 s window), and how many times they slept and woke (voluntary
+    context switches). A thread that ended meanwhile is not counted;
     rpistream's own threads live as long as it does."""
-    total = 0
+    ns = wakeups = 0
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[0])
+                ns += int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                wakeups += next(int(line.split()[1]) for line in f
+                                if line.startswith("voluntary_ctxt_switches:"))
         except FileNotFoundError:
             pass  # ended since the listing
-    return total / 1e9
+    return ns / 1e9, wakeups
 
 
 async def window(seconds: float, pid: int, viewers: Child, server: Child) -> dict:
     """rpistream's CPU seconds per second over `seconds`, the frames per
     second each viewer decoded, and the camera's keyframes meanwhile."""
     before, stats = (await viewers.ask(op="counts"))["frames"], await server.ask(op="stats")
-    cpu = cpu_seconds(pid)
+    cpu, wakeups = cpu_and_wakeups(pid)
     started = time.monotonic()
     await asyncio.sleep(seconds)
-    elapsed_cpu = cpu_seconds(pid) - cpu
+    after_cpu, after_wakeups = cpu_and_wakeups(pid)
     elapsed = time.monotonic() - started
     after, end = (await viewers.ask(op="counts"))["frames"], await server.ask(op="stats")
     return {
-        "cpu": elapsed_cpu / elapsed,
+        "cpu": (after_cpu - cpu) / elapsed,
+        "wakeups_per_s": (after_wakeups - wakeups) / elapsed,
         "viewer_fps": [(b - a) / elapsed for a, b in zip(before, after)],
         "keyframes": end["keyframes"] - stats["keyframes"],
         "keyframe_requests": end["keyframe_requests"] - stats["keyframe_requests"],
@@ -207,6 +212,8 @@ def summarize(result: dict) -> dict:
         "cpu_percent_1": round(100 * one["cpu"], 2),
         "cpu_percent_100": round(100 * hundred["cpu"], 2),
         "viewer_fps_1": round(one["viewer_fps"][0], 1),
+        "wakeups_per_s_1": round(one["wakeups_per_s"]),
+        "wakeups_per_s_100": round(hundred["wakeups_per_s"]),
         "keyframes_1": one["keyframes"], "keyframes_100": hundred["keyframes"],
         "keyframe_requests_1": one["keyframe_requests"],
         "keyframe_requests_100": hundred["keyframe_requests"],
@@ -229,7 +236,8 @@ def main() -> None:
     print(f"{figures['clip']} at {figures['stream_mbit_per_s']} Mbit/s from a file, forwarded "
           f"to Janus; {figures['window_s']:g} s windows")
     print(f"rpistream CPU: 1 Janus viewer {figures['cpu_percent_1']} %, {figures['viewers']} "
-          f"viewers {figures['cpu_percent_100']} %: x{figures['cpu_100_vs_1']}")
+          f"viewers {figures['cpu_percent_100']} %: x{figures['cpu_100_vs_1']} (its threads "
+          f"woke {figures['wakeups_per_s_1']} and {figures['wakeups_per_s_100']} times a second)")
     print(f"the slowest of {figures['viewers']} viewers decoded {figures['janus_viewers_fps_min']}"
           f" fps (one alone: {figures['viewer_fps_1']}); {figures['viewers'] - 1} connected in "
           f"{figures['connect_99_s']} s; keyframes in the windows: {figures['keyframes_1']} and "
