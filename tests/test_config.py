@@ -274,6 +274,12 @@ ERRORS = [
                   "forward": [{"type": "whip", "url": "sfu.example.org/whip"}]}]},
      r'^camera\[0\].forward\[0\].url = "sfu.example.org/whip": must be an http:// or '
      r"https:// URL$"),
+    ({"camera": [{"name": "a", "source": "testpattern",
+                  "forward": [{"type": "rtp", "host": "10.0.0.2", "port": 5004}]},
+                 {"name": "b", "source": "testpattern",
+                  "forward": [{"type": "rtp", "host": "10.0.0.2", "port": 5004}]}]},
+     r"^camera\[1\].forward\[0\]: sends to rtp://10.0.0.2:5004 as camera\[0\].forward\[0\] "
+     r"does; each forward needs a target of its own \(an RTP port, a WHIP URL\)$"),
     # [monitor]
     ({"monitor": {"sample_interval": 1}},
      r"^monitor.sample_interval = 1: must be a number of seconds from 5 to 600$"),

@@ -554,6 +554,7 @@ class Cameras(ValueType):
             return INVALID
         cameras = []
         seen: dict[str, str] = {}
+        targets: dict[str, str] = {}  # where each forward sends, and which forward
         for i, item in enumerate(value):
             item_path = f"{path}[{i}]"
             named = type(item) is not dict or "name" in item
@@ -569,6 +570,14 @@ class Cameras(ValueType):
                                f"; this is the default name of the camera at position {i}: "
                                f"give it a name"))
                 seen.setdefault(cam.name, item_path)
+                for j, forward in enumerate(cam.forward):
+                    if forward.target in targets:
+                        # Two streams in one RTP port or one WHIP stream: the
+                        # SFU would mix them, or take one and refuse the other.
+                        walk.error(f"{item_path}.forward[{j}]: sends to {forward.target} as "
+                                   f"{targets[forward.target]} does; each forward needs a "
+                                   f"target of its own (an RTP port, a WHIP URL)")
+                    targets.setdefault(forward.target, f"{item_path}.forward[{j}]")
         return INVALID if INVALID in cameras else tuple(cameras)
 
 
