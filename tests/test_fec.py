@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import fec_decoder
 import media
-from conftest import NO_EXTENSIONS, compiled_to_compare, examples, load_twin
+from conftest import IMPLEMENTATIONS, NO_EXTENSIONS, compiled_to_compare, examples, load_twin
 
 from rpistream.core import fec_format
 
@@ -35,7 +35,7 @@ MID_ID, ABS_SEND_TIME_ID, OTHER_ID = 1, 3, 5
 MUTABLE = frozenset({ABS_SEND_TIME_ID})
 
 
-@pytest.fixture(scope="module", params=["c", "py"])
+@pytest.fixture(scope="module", params=IMPLEMENTATIONS)
 def impl(request):
     """(fec module, rtp module) of one kind."""
     return load_twin("_fec", request.param), load_twin("_rtp", request.param)

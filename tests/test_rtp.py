@@ -18,11 +18,10 @@ from hypothesis import strategies as st
 
 
 import media
-from conftest import NO_EXTENSIONS, compiled_to_compare, examples, load_twin
+from conftest import IMPLEMENTATIONS, NO_EXTENSIONS, compiled_to_compare, examples, load_twin
 
 from rpistream.core import rtp_format
 
-IMPLEMENTATIONS = ["c", "py"]
 FOUR_BYTE_START = b"\x00\x00\x00\x01"
 FU_A, STAP_A = 28, 24
 
