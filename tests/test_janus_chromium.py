@@ -96,6 +96,7 @@ async def test_chromium_plays_the_forwarded_camera_with_janus_js(tmp_path):
                         f"window.viewer?.codes.length >= {FRAMES} || window.viewer?.error",
                         timeout=PLAY_TIMEOUT_MS)
                 viewer = await page.evaluate("window.viewer")
+                video = await page.evaluate("videoStats()")
                 await until(lambda: forwarder.rtcp_packets > 0, "RTCP from Janus", timeout=10)
                 stats = forwarder.stats()
     numbers = [code["frame"] for code in viewer.pop("codes")]
@@ -103,10 +104,13 @@ async def test_chromium_plays_the_forwarded_camera_with_janus_js(tmp_path):
     assert len(numbers) >= FRAMES and numbers == sorted(numbers), (viewer, numbers)
     steps = list(zip(numbers, numbers[1:]))
     advanced, gaps = numbers[-1] - numbers[0], [b - a - 1 for a, b in steps if b > a + 1]
-    # A gap of a frame or two is the compositor showing the newer of two
-    # frames that came within one refresh (tests/test_chromium.py); a frame
-    # lost on the way stalls decoding until Janus asks for a keyframe: a long gap.
-    assert sum(gaps) <= 0.1 * advanced and max(gaps, default=0) <= 2, (gaps, numbers)
+    # Nothing lost on the way (a lost packet stalls decoding until Janus asks
+    # for a keyframe: a freeze); the gaps left, of a frame or two, are the
+    # compositor showing the newer of two frames that came within one refresh
+    # (tests/test_chromium.py), more of them on a busy machine (CI saw 11 in 94).
+    assert video["packetsLost"] == 0 and video["freezeCount"] == 0, video
+    assert video["framesDropped"] == 0, video
+    assert sum(gaps) <= 0.25 * advanced and max(gaps, default=0) <= 2, (gaps, numbers)
     # Janus asks the camera for a keyframe (PLI) when the viewer joins,
     # through the forward's RTCP socket.
     assert stats["keyframe_requests"] >= 1, stats
