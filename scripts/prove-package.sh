@@ -185,7 +185,7 @@ serve_and_probe() {
         env -i PATH=/usr/bin:/bin HOME=/var/lib/rpistream LANG=C.UTF-8 \
         sh -c "cd /var/lib/rpistream && exec $EXEC_START" > "$WORK/serve-$1.log" 2>&1 &
     SERVER_PID=$!
-    in_netns "$PYTHON" tests/package_probe.py "http://127.0.0.1:$PORT" "$TOKEN" \
+    in_netns "$PYTHON" tests/package_probe.py -- "http://127.0.0.1:$PORT" "$TOKEN" \
         || { cat "$WORK/serve-$1.log"; fail "$1: the probe (server log above)"; }
     kill -TERM "$SERVER_PID"
     waited=0

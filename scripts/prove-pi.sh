@@ -222,8 +222,10 @@ nsenter --net="/run/netns/$NETNS" \
     env -i PATH=/usr/bin:/bin HOME=/var/lib/rpistream LANG=C.UTF-8 \
     sh -c "cd /var/lib/rpistream && exec $EXEC_START" > "$WORK/serve.log" 2>&1 &
 SERVER_PID=$!
+# "--": the options first; a token may begin with "-" (older packages made
+# URL-safe ones), which argparse would take for an option.
 # shellcheck disable=SC2086
-in_netns "$PYTHON" tests/package_probe.py "http://127.0.0.1:$PORT" "$TOKEN" $PROBE_OPTS \
+in_netns "$PYTHON" tests/package_probe.py $PROBE_OPTS -- "http://127.0.0.1:$PORT" "$TOKEN" \
     || { cat "$WORK/serve.log"; fail "the probe (server log above)"; }
 kill -TERM "$SERVER_PID"
 waited=0
