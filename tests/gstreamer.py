@@ -50,9 +50,11 @@ def unavailable() -> str | None:
 def decoded_codes(out: Path) -> list[tuple[int, int] | None]:
     """The block code of every frame in a file of luma planes, in order."""
     data, codes, offset = out.read_bytes(), [], 0
-    while offset < len(data):
+    while offset + 4 <= len(data):
         width, height = struct.unpack_from("<HH", data, offset)
         offset += 4
+        if offset + width * height > len(data):
+            break  # a record still being written: the file is read while its writer runs
         plane = np.frombuffer(data, np.uint8, width * height, offset).reshape(height, width)
         offset += width * height
         codes.append(blockcode.read(plane))
