@@ -36,7 +36,6 @@ viewers are the point.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -52,6 +51,7 @@ for path in (ROOT, os.path.join(ROOT, "tests")):
         sys.path.insert(0, path)  # tests/ (netns, janus), and rpistream when not installed
 
 import bench_fanout  # noqa: E402  (the clip)
+import timing  # noqa: E402  (the command line)
 
 VIEWERS = 100
 CLIP = {"width": 320, "height": 240, "fps": 15, "bitrate": 300_000}
@@ -227,11 +227,7 @@ def summarize(result: dict) -> dict:
 def main() -> None:
     if run_if_child(CHILD_ROLES):
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="4 s windows")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object as the last line")
-    args = parser.parse_args()
+    args = timing.arguments(__doc__.split("\n\n")[0])
     figures = summarize(asyncio.run(run(4.0 if args.quick else 20.0)))
     print(f"{figures['clip']} at {figures['stream_mbit_per_s']} Mbit/s from a file, forwarded "
           f"to Janus; {figures['window_s']:g} s windows")

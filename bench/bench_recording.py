@@ -33,7 +33,6 @@ Printed, and with --json as one JSON object on the last line:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -48,6 +47,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # tests/, and rpistream when not installed
 
 import bench_fanout  # noqa: E402  (the clip)
+import timing  # noqa: E402  (the command line)
 import soak  # noqa: E402  (the viewers)
 
 SLOW_BYTES_PER_S = 100_000
@@ -200,11 +200,7 @@ def summarize(result: dict) -> dict:
 def main() -> None:
     if run_if_child(CHILD_ROLES):
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 s windows, under 20 s in all")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object as the last line")
-    args = parser.parse_args()
+    args = timing.arguments(__doc__.split("\n\n")[0])
     figures = summarize(asyncio.run(run(3.0 if args.quick else 15.0)))
     print(f"{figures['stream_mbit_per_s']} Mbit/s 720p30 H.264 from a file, {VIEWERS} viewers, "
           f"{figures['window_s']:g} s windows")
